@@ -32,17 +32,28 @@ class Profile:
     speed_prompts: int  # prompts per decoding-speed measurement
     new_tokens: int  # tokens generated per speed measurement
     repeats: int  # timed repetitions after the warm-up
-    train_steps: int  # optimisation steps for LoRA / FSDP demos
-    classifier_epochs: int  # epochs for the encoder classifier
+    train_steps: int  # optimisation steps for the LoRA demo
+    classifier_epochs: int  # epochs for the encoder classifier (teacher)
+    distill_epochs: int  # epochs for the distilled student
+    calibration_texts: int  # calibration samples for Wanda pruning
+    ann_vectors: int  # synthetic vectors in the approximate-search demo
+    fsdp_steps: int  # training steps in the FSDP demo
+    batch_sizes: tuple  # batch sizes in the static-batching sweep
+    load_requests: int  # requests per load-test step in the serving notebook
+    load_time_limit_s: float  # wall-clock limit per load-test step
 
 
 _PROFILES = {
-    "quick": Profile("quick", tickets_eval=96, qa_eval=60, perplexity_texts=12,
+    "quick": Profile("quick", tickets_eval=48, qa_eval=40, perplexity_texts=12,
                      perplexity_max_tokens=256, speed_prompts=2, new_tokens=32,
-                     repeats=3, train_steps=60, classifier_epochs=3),
+                     repeats=3, train_steps=60, classifier_epochs=3, distill_epochs=3,
+                     calibration_texts=16, ann_vectors=100_000, fsdp_steps=8, batch_sizes=(1, 2, 4, 8, 16, 32),
+                     load_requests=40, load_time_limit_s=60.0),
     "full": Profile("full", tickets_eval=360, qa_eval=160, perplexity_texts=43,
                     perplexity_max_tokens=512, speed_prompts=4, new_tokens=128,
-                    repeats=5, train_steps=300, classifier_epochs=6),
+                    repeats=5, train_steps=300, classifier_epochs=6, distill_epochs=6,
+                    calibration_texts=64, ann_vectors=500_000, fsdp_steps=30, batch_sizes=(1, 2, 4, 8, 16, 32),
+                    load_requests=200, load_time_limit_s=240.0),
 }
 
 

