@@ -258,3 +258,30 @@ def summary(stem: str | None = None):
         return Markdown(text)
     except ImportError:
         return text
+
+
+README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
+
+
+def update_readme(readme: Path | None = None, results_dir: Path | None = None) -> bool:
+    """Rewrite the README's results table (between the results markers) from the scorecard.
+
+    Only keys that carry a goal or a published figure are listed, to keep the README short;
+    ``results/SCORECARD.md`` has every key. Returns False when the README has no markers.
+    """
+    readme = Path(readme or config.PROJECT_ROOT / "README.md")
+    text = readme.read_text(encoding="utf-8")
+    if README_START not in text or README_END not in text:
+        return False
+    rows = [row for row in scorecard_rows(results_dir) if row["goal"] or row["anchor"]]
+    profiles = sorted({row["profile"] for row in rows if row["profile"]})
+    lines = [f"Measured on: {machine_summary()} · profile: {', '.join(profiles) or 'none'} · "
+             f"{datetime.now(timezone.utc):%Y-%m-%d}", "",
+             "| notebook | result | measured | published figure | goal | status |", "|---|---|---|---|---|---|"]
+    for row in rows:
+        cells = [row["notebook"][:2], f"`{row['key']}`", row["shown"], row["anchor"], row["goal"], row["status"]]
+        lines.append("| " + " | ".join(str(cell).replace("|", "\\|") for cell in cells) + " |")
+    before, rest = text.split(README_START, 1)
+    _, after = rest.split(README_END, 1)
+    readme.write_text(before + README_START + "\n" + "\n".join(lines) + "\n" + README_END + after, encoding="utf-8")
+    return True

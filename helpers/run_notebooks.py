@@ -65,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         print(f"[{index}/{len(paths)}] {path.name} done in {seconds / 60:.1f} min", flush=True)
     scorecard = results.scorecard()
+    if not args.notebooks:  # a partial run must not overwrite the README's full table
+        results.update_readme()
     print(f"All {len(paths)} notebooks ran in {(time.perf_counter() - total_start) / 60:.1f} min; "
           f"scorecard written to {scorecard.relative_to(config.PROJECT_ROOT)}")
     return 0
