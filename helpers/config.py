@@ -41,6 +41,8 @@ class Profile:
     batch_sizes: tuple  # batch sizes in the static-batching sweep
     load_requests: int  # requests per load-test step in the serving notebook
     load_time_limit_s: float  # wall-clock limit per load-test step
+    assistant_questions: int  # distinct questions per configuration in notebook 10
+    assistant_tickets: int  # tickets per configuration in notebook 10
 
 
 _PROFILES = {
@@ -48,12 +50,12 @@ _PROFILES = {
                      perplexity_max_tokens=256, speed_prompts=2, new_tokens=32,
                      repeats=3, train_steps=60, classifier_epochs=3, distill_epochs=3,
                      calibration_texts=16, ann_vectors=100_000, fsdp_steps=8, batch_sizes=(1, 2, 4, 8, 16, 32),
-                     load_requests=40, load_time_limit_s=60.0),
+                     load_requests=40, load_time_limit_s=60.0, assistant_questions=16, assistant_tickets=24),
     "full": Profile("full", tickets_eval=360, qa_eval=160, perplexity_texts=43,
                     perplexity_max_tokens=512, speed_prompts=4, new_tokens=128,
                     repeats=5, train_steps=300, classifier_epochs=6, distill_epochs=6,
                     calibration_texts=64, ann_vectors=500_000, fsdp_steps=30, batch_sizes=(1, 2, 4, 8, 16, 32),
-                    load_requests=200, load_time_limit_s=240.0),
+                    load_requests=200, load_time_limit_s=240.0, assistant_questions=80, assistant_tickets=120),
 }
 
 

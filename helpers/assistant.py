@@ -1,0 +1,268 @@
+"""The Lumen Cloud support assistant of notebook 10: the earlier techniques stacked.
+
+The assistant serves two kinds of request: **questions** about Lumen Cloud (answered by the
+LLM, closed-book or with retrieval) and **tickets** to triage into one of the 12 labels (by
+free generation, by label scoring, or by the fine-tuned MiniLM classifier). A
+:class:`Configuration` says which technique each part uses; :func:`evaluate` runs one
+configuration over the same request stream and measures quality, time per request and memory.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Sequence
+
+from tqdm.auto import tqdm
+
+TICKET_METHODS = ("generate", "label_scoring", "classifier")
+QA_METHODS = ("closed_book", "rag")
+WEIGHTS = ("fp32", "nf4")
+
+
+@dataclass(frozen=True)
+class Configuration:
+    """One way to build the assistant."""
+
+    name: str
+    ticket_method: str = "generate"
+    qa_method: str = "closed_book"
+    weights: str = "fp32"
+    semantic_cache: bool = False
+    batch_size: int = 1
+    description: str = ""
+
+    def __post_init__(self):
+        if not self.name.isidentifier():
+            raise ValueError(f"Configuration name {self.name!r} must be an identifier (it becomes a result key).")
+        for value, allowed, what in ((self.ticket_method, TICKET_METHODS, "ticket_method"),
+                                     (self.qa_method, QA_METHODS, "qa_method"), (self.weights, WEIGHTS, "weights")):
+            if value not in allowed:
+                raise ValueError(f"{what} must be one of {', '.join(allowed)}, got {value!r}.")
+        if self.batch_size < 1:
+            raise ValueError("batch_size must be at least 1.")
+
+
+@dataclass
+class Outcome:
+    """What :func:`evaluate` measured for one configuration."""
+
+    name: str
+    ticket_accuracy: float
+    qa_accuracy: float
+    requests: int
+    seconds: float
+    bytes: int
+    cache_hits: int = 0
+    details: dict = field(default_factory=dict)
+
+    @property
+    def accuracy(self) -> float:
+        """Mean of the two task accuracies: both kinds of request count equally."""
+        return (self.ticket_accuracy + self.qa_accuracy) / 2
+
+    @property
+    def ms_per_request(self) -> float:
+        return 1000 * self.seconds / self.requests
+
+
+def request_stream(questions: Sequence, repeat_fraction: float = 0.5, seed: int = 0) -> list:
+    """Questions in arrival order, where ``repeat_fraction`` of the arrivals ask an earlier question again.
+
+    Support traffic repeats itself (the same few questions every day); a response cache only
+    pays off on such a stream, so we make the repetition explicit and configurable. Repeats
+    vary case and punctuation, as users do.
+    """
+    import random
+
+    if not 0 <= repeat_fraction < 1:
+        raise ValueError("repeat_fraction must be in [0, 1).")
+    rng = random.Random(seed)
+    stream = list(questions)
+    repeats = round(len(stream) * repeat_fraction / (1 - repeat_fraction))
+    for _ in range(repeats):
+        position = rng.randrange(1, len(stream) + 1)
+        original = rng.choice(stream[:position])
+        stream.insert(position, original)
+    return stream
+
+
+def vary(question: str, index: int) -> str:
+    """The same question as a user might retype it (lower case, no question mark, extra spaces)."""
+    variants = (question, question.lower(), question.rstrip("?") + " ?", "  " + question.rstrip("?"))
+    return variants[index % len(variants)]
+
+
+def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
+    """Indices of points (cost, quality) not beaten by another with lower-or-equal cost and higher-or-equal quality."""
+    front = []
+    for i, (cost, quality) in enumerate(points):
+        dominated = any((other_cost <= cost and other_quality >= quality)
+                        and (other_cost < cost or other_quality > quality)
+                        for j, (other_cost, other_quality) in enumerate(points) if j != i)
+        if not dominated:
+            front.append(i)
+    return front
+
+
+def best_configuration(outcomes: Sequence[Outcome]) -> str:
+    """The most accurate configuration; among those within one point of it, the fastest."""
+    if not outcomes:
+        raise ValueError("No outcomes to compare.")
+    top = max(outcome.accuracy for outcome in outcomes)
+    contenders = [outcome for outcome in outcomes if outcome.accuracy >= top - 0.01]
+    return min(contenders, key=lambda outcome: outcome.ms_per_request).name
+
+
+class Assistant:
+    """Loads each component once and answers requests according to a :class:`Configuration`."""
+
+    def __init__(self, progress: bool = True):
+        self.progress = progress
+        self._llms: dict[str, tuple] = {}
+        self._embedder = None
+        self._retriever = None
+        self._classifier = None
+
+    # -- components, loaded on first use ------------------------------------------------
+    def llm(self, weights: str):
+        """``(model, tokenizer)`` in fp32 or NF4 (bitsandbytes 4-bit, double quantization)."""
+        if weights not in self._llms:
+            import torch
+            from transformers import BitsAndBytesConfig
+
+            from .models import load_llm
+
+            quantization = None
+            if weights == "nf4":
+                quantization = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                                                  bnb_4bit_use_double_quant=True,
+                                                  bnb_4bit_compute_dtype=torch.float32)
+            self._llms[weights] = load_llm(quantization_config=quantization)
+        return self._llms[weights]
+
+    def embedder(self):
+        if self._embedder is None:
+            from .models import load_embedder
+
+            self._embedder = load_embedder()
+        return self._embedder
+
+    def retriever(self):
+        if self._retriever is None:
+            from .data import load_kb
+            from .rag import Retriever
+
+            self._retriever = Retriever.from_documents(load_kb(), embedder=self.embedder())
+        return self._retriever
+
+    def classifier(self):
+        if self._classifier is None:
+            from .finetune import load_or_train_ticket_classifier
+
+            self._classifier = load_or_train_ticket_classifier(progress=self.progress)
+        return self._classifier
+
+    def bytes_for(self, configuration: Configuration) -> int:
+        """Memory of the weights this configuration keeps loaded."""
+        from .metrics import model_bytes
+
+        total = model_bytes(self.llm(configuration.weights)[0])
+        if configuration.qa_method == "rag" or configuration.semantic_cache:
+            total += model_bytes(self.embedder())
+        if configuration.ticket_method == "classifier":
+            total += model_bytes(self.classifier()[0])
+        return total
+
+    # -- the two tasks ------------------------------------------------------------------
+    def triage(self, configuration: Configuration, ticket_texts: Sequence[str]) -> list[str]:
+        """A label for each ticket, by the configuration's ticket method."""
+        from . import prompting
+
+        if configuration.ticket_method == "classifier":
+            from .finetune import classify
+
+            model, tokenizer = self.classifier()
+            return classify(model, tokenizer, list(ticket_texts), batch_size=configuration.batch_size)
+        model, tokenizer = self.llm(configuration.weights)
+        if configuration.ticket_method == "generate":
+            rendered = [prompting.render_chat(tokenizer, prompting.bare_prompt(text)) for text in ticket_texts]
+            answers, _ = prompting.generate(model, tokenizer, rendered, max_new_tokens=8,
+                                            batch_size=configuration.batch_size, progress=False)
+            return [prompting.parse_label(answer) for answer in answers]
+        rendered = [prompting.render_chat(tokenizer, prompting.instruction_prompt(text)) for text in ticket_texts]
+        scores, _ = prompting.score_tickets(model, tokenizer, rendered, progress=False)
+        return [prompting.pick_label(score, normalise="mean") for score in scores]
+
+    def answer(self, configuration: Configuration, questions: Sequence[str], max_new_tokens: int = 40) -> list[str]:
+        """Answers to ``questions``, closed-book or grounded in retrieved KB chunks."""
+        from . import rag
+
+        model, tokenizer = self.llm(configuration.weights)
+        if configuration.qa_method == "rag":
+            hits = self.retriever().search_documents_many(list(questions), k=3)
+            prompts = [rag.grounded_prompt(question, found) for question, found in zip(questions, hits)]
+        else:
+            prompts = [rag.closed_book_prompt(question) for question in questions]
+        return rag.generate_answers(model, tokenizer, prompts, max_new_tokens=max_new_tokens,
+                                    batch_size=configuration.batch_size, progress=False)
+
+    def answer_with_cache(self, configuration: Configuration, questions: Sequence[str], threshold: float,
+                          max_new_tokens: int = 40) -> tuple[list[str], int]:
+        """Answer a stream through a semantic cache: look up each batch, generate only the misses."""
+        from .caching import SemanticCache
+
+        cache = SemanticCache(embedder=self.embedder(), threshold=threshold)
+        answers: list[str] = []
+        for start in range(0, len(questions), configuration.batch_size):
+            batch = list(questions[start:start + configuration.batch_size])
+            cached = [cache.get(question) for question in batch]
+            misses = [question for question, hit in zip(batch, cached) if hit is None]
+            fresh = iter(self.answer(configuration, misses, max_new_tokens) if misses else [])
+            for question, hit in zip(batch, cached):
+                if hit is None:
+                    hit = next(fresh)
+                    cache.put(question, hit)
+                answers.append(hit)
+        return answers, cache.hits
+
+
+def evaluate(assistant: Assistant, configuration: Configuration, tickets: Sequence, questions: Sequence,
+             stream: Sequence | None = None, cache_threshold: float | None = None) -> Outcome:
+    """Run ``configuration`` on the tickets and the question stream; time everything but loading.
+
+    ``questions`` are QA items (with ``question`` and ``keywords``); ``stream`` lists the items
+    in arrival order (default: each once). Components are loaded before the clock starts.
+    """
+    from .metrics import accuracy
+    from .rag import keyword_accuracy
+
+    stream = list(stream or questions)
+    assistant.bytes_for(configuration)  # loads every component outside the timed region
+    if configuration.qa_method == "rag":
+        assistant.retriever()
+    texts = [vary(item.question, index) for index, item in enumerate(stream)]
+    start = time.perf_counter()
+    labels = assistant.triage(configuration, [ticket.text for ticket in tickets])
+    cache_hits = 0
+    if configuration.semantic_cache:
+        answers, cache_hits = assistant.answer_with_cache(configuration, texts,
+                                                          threshold=cache_threshold or 0.9)
+    else:
+        answers = assistant.answer(configuration, texts)
+    seconds = time.perf_counter() - start
+    return Outcome(
+        name=configuration.name,
+        ticket_accuracy=accuracy(labels, [ticket.label for ticket in tickets]),
+        qa_accuracy=keyword_accuracy(answers, [item.keywords for item in stream]),
+        requests=len(tickets) + len(stream), seconds=seconds, bytes=assistant.bytes_for(configuration),
+        cache_hits=cache_hits, details={"answers": answers, "labels": labels},
+    )
+
+
+def evaluate_all(assistant: Assistant, configurations: Sequence[Configuration], tickets: Sequence,
+                 questions: Sequence, stream: Sequence | None = None,
+                 cache_threshold: float | None = None) -> list[Outcome]:
+    """:func:`evaluate` for each configuration in turn, with a progress bar."""
+    return [evaluate(assistant, configuration, tickets, questions, stream, cache_threshold)
+            for configuration in tqdm(configurations, desc="configurations", disable=not assistant.progress)]

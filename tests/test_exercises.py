@@ -1,0 +1,32 @@
+"""The exercise checks of notebooks 00 and 10 say right for right answers and wrong for wrong ones."""
+
+from helpers import exercises
+from helpers.assistant import Outcome
+
+
+def test_check_00_1(capsys):
+    assert exercises.check_00_1(350e9)
+    assert not exercises.check_00_1(700e9)
+    assert not exercises.check_00_1(None)
+    assert "bytes" in capsys.readouterr().out
+
+
+def test_check_00_2():
+    assert exercises.check_00_2(20e9 / 3.5e9, 20.0)
+    assert not exercises.check_00_2(20e9 / 7e9, 20.0)
+
+
+def _outcomes():
+    return [Outcome("baseline", 0.2, 0.1, 10, 1.0, 100), Outcome("prompting", 0.4, 0.1, 10, 2.0, 100),
+            Outcome("rag", 0.4, 0.6, 10, 3.0, 150), Outcome("slow_bad", 0.1, 0.1, 10, 9.0, 100)]
+
+
+def test_check_10_1():
+    assert exercises.check_10_1({"baseline", "prompting", "rag"}, _outcomes())
+    assert not exercises.check_10_1({"rag"}, _outcomes())
+
+
+def test_check_10_2():
+    assert exercises.check_10_2(50.0, _outcomes())
+    assert not exercises.check_10_2(10.0, _outcomes())
+    assert not exercises.check_10_2(None, _outcomes())
