@@ -1,0 +1,492 @@
+"""Caching for LLM serving: the KV cache, prefix caching and response caches.
+
+Three layers, from inside the model outwards:
+
+- the **KV cache** keeps each token's attention keys and values so that decoding
+  step *t* does not recompute steps 1..t-1 (:func:`kv_cache_bytes_per_token` is its price);
+- **prefix caching** computes the KV cache of a shared prompt prefix (a long system
+  prompt) once and gives every request a copy (:func:`build_prefix_cache`,
+  :func:`time_to_first_token`);
+- **response caches** skip the model entirely: :class:`LRUCache` answers repeated
+  prompts (exact match after normalisation) and :class:`SemanticCache` answers
+  prompts that *mean* the same as an earlier one (embedding similarity).
+
+:class:`SemanticCache` is shared by the serving notebook; its constructor,
+``get``, ``put`` and ``stats`` are a stable API.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+
+from . import config
+
+# Chosen from data/cache_pairs.jsonl in notebook 08: the lowest cosine similarity (in steps
+# of 0.01) whose false-hit rate on the near-miss pairs is at most 5 % with all-MiniLM-L6-v2.
+# Those near misses are so close in wording that, at this threshold, almost no paraphrase
+# hits either: the semantic cache then behaves like a forgiving exact-match cache.
+DEFAULT_THRESHOLD = 0.96
+DEFAULT_MAX_ENTRIES = 10_000
+
+# Named sizes of notebook 08's KV-cache and prefix-cache measurements (quick / full profile).
+KV_CACHE_PROMPTS = {"quick": 1, "full": 4}
+KV_CACHE_NEW_TOKENS = {"quick": 128, "full": 256}  # the speed-up grows with the tokens generated
+KV_CACHE_REPEATS = {"quick": 2, "full": 3}
+PREFIX_REQUESTS = {"quick": 2, "full": 8}
+PREFIX_ARTICLES = 2  # help-center articles in the shared system prompt (about 1,100 tokens)
+
+
+def sizes() -> dict:
+    """The KV-cache and prefix-cache sizes for the active profile."""
+    name = config.profile().name
+    return {"kv_prompts": KV_CACHE_PROMPTS[name], "kv_new_tokens": KV_CACHE_NEW_TOKENS[name],
+            "kv_repeats": KV_CACHE_REPEATS[name], "prefix_requests": PREFIX_REQUESTS[name],
+            "prefix_articles": PREFIX_ARTICLES}
+DEFAULT_NAMESPACE = "default"
+_ROUNDING = 1e-6  # float32 inner products of identical unit vectors can land just below 1.0
+
+
+def normalize_prompt(prompt: str) -> str:
+    """Lower-case, collapse runs of whitespace and strip: the key of an exact-match cache.
+
+    Raises ``ValueError`` for anything but a non-blank string.
+    """
+    if not isinstance(prompt, str):
+        raise ValueError(f"A prompt must be a string, not {type(prompt).__name__}.")
+    normalized = re.sub(r"\s+", " ", prompt).strip().lower()
+    if not normalized:
+        raise ValueError("The prompt is empty: pass the user's text (caching an empty prompt would match nothing useful).")
+    return normalized
+
+
+def _check_namespace(namespace: str) -> str:
+    if not isinstance(namespace, str) or not namespace:
+        raise ValueError("namespace must be a non-empty string, e.g. a tenant id or a hash of the system prompt.")
+    return namespace
+
+
+def _check_response(response: str) -> str:
+    if not isinstance(response, str):
+        raise ValueError(f"A cached response must be a string, not {type(response).__name__}.")
+    return response
+
+
+def _check_max_entries(max_entries: int) -> int:
+    if isinstance(max_entries, bool) or not isinstance(max_entries, int) or max_entries < 1:
+        raise ValueError(f"max_entries must be an integer of at least 1, got {max_entries!r}.")
+    return max_entries
+
+
+# --- exact-match cache ------------------------------------------------------------------
+
+class LRUCache:
+    """Exact-match response cache with least-recently-used eviction.
+
+    Prompts are compared after :func:`normalize_prompt` (case and whitespace do not
+    matter, every other character does). When more than ``max_entries`` are stored,
+    the entry that was read or written longest ago is dropped. Namespaces keep
+    tenants (or system prompts) apart: a prompt cached in one is a miss in another.
+    """
+
+    def __init__(self, max_entries: int = DEFAULT_MAX_ENTRIES):
+        self.max_entries = _check_max_entries(max_entries)
+        self._entries: OrderedDict[tuple[str, str], str] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = self.misses = self.evictions = 0
+
+    def get(self, prompt: str, namespace: str = DEFAULT_NAMESPACE) -> str | None:
+        """The cached response for ``prompt`` in ``namespace``, or ``None`` on a miss."""
+        key = (_check_namespace(namespace), normalize_prompt(prompt))
+        with self._lock:
+            if key in self._entries:
+                self._entries.move_to_end(key)
+                self.hits += 1
+                return self._entries[key]
+            self.misses += 1
+            return None
+
+    def put(self, prompt: str, response: str, namespace: str = DEFAULT_NAMESPACE) -> None:
+        """Store ``response`` for ``prompt`` in ``namespace`` (replacing an older answer)."""
+        key = (_check_namespace(namespace), normalize_prompt(prompt))
+        response = _check_response(response)
+        with self._lock:
+            self._entries[key] = response
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
+                self.evictions += 1
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def stats(self) -> dict:
+        """Hits, misses, hit rate (hits / lookups), stored entries and evictions."""
+        lookups = self.hits + self.misses
+        return {"hits": self.hits, "misses": self.misses, "hit_rate": self.hits / lookups if lookups else 0.0,
+                "entries": len(self._entries), "evictions": self.evictions}
+
+
+# --- semantic cache ---------------------------------------------------------------------
+
+@dataclass
+class CacheEntry:
+    """One stored prompt and its response."""
+
+    prompt: str
+    response: str
+    namespace: str
+    created_s: float
+
+
+@dataclass(frozen=True)
+class CacheLookup:
+    """What a semantic lookup found: the response (``None`` on a miss) and the closest match."""
+
+    response: str | None
+    similarity: float | None
+    matched_prompt: str | None
+
+    @property
+    def hit(self) -> bool:
+        """True when a response was returned."""
+        return self.response is not None
+
+
+class SemanticCache:
+    """Response cache that also answers prompts *similar in meaning* to a stored one.
+
+    Each prompt is embedded (``embedder.encode([text])``, default all-MiniLM-L6-v2 via
+    :func:`helpers.models.load_embedder`, loaded on first use), L2-normalised, and
+    searched in a FAISS inner-product index, so the score is the cosine similarity.
+    A lookup hits when the best stored prompt of the same ``namespace`` scores at
+    least ``threshold``.
+
+    - **Namespaces**: one FAISS index per namespace; a tenant (or a system prompt)
+      never receives an answer cached under another.
+    - **Eviction**: least recently used across the whole cache; an entry counts as
+      used when it is stored or returned by a hit. Evicted vectors are removed
+      from their index with ``remove_ids``.
+    - **TTL**: with ``ttl_s`` set, entries older than ``ttl_s`` seconds (since they
+      were stored) are never returned and are dropped at the next lookup in their
+      namespace. ``clock`` (default ``time.monotonic``) can be replaced in tests.
+    - Storing a prompt that is already cached (same normalised text, same
+      namespace) replaces its response.
+
+    Thread-safe: one lock guards the indexes and statistics.
+    """
+
+    def __init__(self, embedder=None, threshold: float = DEFAULT_THRESHOLD,
+                 max_entries: int = DEFAULT_MAX_ENTRIES, ttl_s: float | None = None,
+                 clock: Callable[[], float] = time.monotonic):
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 < threshold <= 1:
+            raise ValueError(f"threshold must be a cosine similarity in (0, 1], got {threshold!r}; "
+                             f"{DEFAULT_THRESHOLD} is the workbook's choice for all-MiniLM-L6-v2.")
+        if ttl_s is not None and (isinstance(ttl_s, bool) or not isinstance(ttl_s, (int, float)) or ttl_s <= 0):
+            raise ValueError(f"ttl_s must be a positive number of seconds or None (never expire), got {ttl_s!r}.")
+        self.threshold = float(threshold)
+        self.max_entries = _check_max_entries(max_entries)
+        self.ttl_s = ttl_s
+        self._embedder = embedder
+        self._clock = clock
+        self._lock = threading.RLock()
+        self._indexes: dict[str, object] = {}  # namespace -> faiss.IndexIDMap(IndexFlatIP)
+        self._entries: OrderedDict[int, CacheEntry] = OrderedDict()  # id -> entry, least recent first
+        self._ids_by_key: dict[tuple[str, str], int] = {}  # (namespace, normalised prompt) -> id
+        self._next_id = 0
+        self.hits = self.misses = self.evictions = self.expirations = 0
+
+    # -- embedding ---------------------------------------------------------------------
+    @property
+    def embedder(self):
+        """The sentence embedder (loaded on first use when none was given)."""
+        if self._embedder is None:
+            from .models import load_embedder
+
+            self._embedder = load_embedder()
+        return self._embedder
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """L2-normalised float32 embeddings, one row per text."""
+        vectors = np.asarray(self.embedder.encode(list(texts)), dtype=np.float32)
+        if vectors.ndim != 2 or vectors.shape[0] != len(texts):
+            raise ValueError(f"The embedder returned shape {vectors.shape} for {len(texts)} texts; "
+                             "it must return one vector per text.")
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        return np.ascontiguousarray(vectors / np.maximum(norms, 1e-12))
+
+    def _index(self, namespace: str, dimension: int):
+        import faiss
+
+        if namespace not in self._indexes:
+            self._indexes[namespace] = faiss.IndexIDMap(faiss.IndexFlatIP(dimension))
+        return self._indexes[namespace]
+
+    # -- housekeeping ------------------------------------------------------------------
+    def _remove(self, entry_id: int) -> CacheEntry:
+        entry = self._entries.pop(entry_id)
+        self._ids_by_key.pop((entry.namespace, normalize_prompt(entry.prompt)), None)
+        self._indexes[entry.namespace].remove_ids(np.array([entry_id], dtype=np.int64))
+        return entry
+
+    def _expire(self, namespace: str) -> None:
+        if self.ttl_s is None:
+            return
+        now = self._clock()
+        expired = [entry_id for entry_id, entry in self._entries.items()
+                   if entry.namespace == namespace and now - entry.created_s >= self.ttl_s]
+        for entry_id in expired:
+            self._remove(entry_id)
+        self.expirations += len(expired)
+
+    # -- public API --------------------------------------------------------------------
+    def lookup(self, prompt: str, namespace: str = DEFAULT_NAMESPACE) -> CacheLookup:
+        """Search the cache; the result carries the response (or ``None``) and the best similarity."""
+        normalize_prompt(prompt)
+        _check_namespace(namespace)
+        vector = self.embed([prompt])
+        with self._lock:
+            self._expire(namespace)
+            index = self._indexes.get(namespace)
+            if index is None or index.ntotal == 0:
+                self.misses += 1
+                return CacheLookup(None, None, None)
+            scores, ids = index.search(vector, 1)
+            similarity, entry_id = float(scores[0, 0]), int(ids[0, 0])
+            entry = self._entries[entry_id]
+            if similarity >= self.threshold - _ROUNDING:
+                self._entries.move_to_end(entry_id)
+                self.hits += 1
+                return CacheLookup(entry.response, similarity, entry.prompt)
+            self.misses += 1
+            return CacheLookup(None, similarity, entry.prompt)
+
+    def get(self, prompt: str, namespace: str = DEFAULT_NAMESPACE) -> str | None:
+        """The cached response for a prompt similar enough to ``prompt`` in ``namespace``, else ``None``."""
+        return self.lookup(prompt, namespace).response
+
+    def put(self, prompt: str, response: str, namespace: str = DEFAULT_NAMESPACE) -> None:
+        """Store ``response`` for ``prompt`` in ``namespace``, evicting the least recently used entry if full."""
+        key = (_check_namespace(namespace), normalize_prompt(prompt))
+        response = _check_response(response)
+        vector = self.embed([prompt])
+        with self._lock:
+            if key in self._ids_by_key:
+                self._remove(self._ids_by_key[key])
+            entry_id = self._next_id
+            self._next_id += 1
+            self._index(namespace, vector.shape[1]).add_with_ids(vector, np.array([entry_id], dtype=np.int64))
+            self._entries[entry_id] = CacheEntry(prompt, response, namespace, self._clock())
+            self._ids_by_key[key] = entry_id
+            while len(self._entries) > self.max_entries:
+                self._remove(next(iter(self._entries)))
+                self.evictions += 1
+
+    def clear(self) -> None:
+        """Drop every entry (statistics are kept)."""
+        with self._lock:
+            self._indexes.clear()
+            self._entries.clear()
+            self._ids_by_key.clear()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def namespaces(self) -> list[str]:
+        """Namespaces that currently hold at least one entry."""
+        return sorted({entry.namespace for entry in self._entries.values()})
+
+    def stats(self) -> dict:
+        """Hits, misses, hit rate (hits / lookups), entries, evictions and TTL expirations."""
+        lookups = self.hits + self.misses
+        return {"hits": self.hits, "misses": self.misses, "hit_rate": self.hits / lookups if lookups else 0.0,
+                "entries": len(self._entries), "evictions": self.evictions, "expirations": self.expirations}
+
+
+# --- choosing the threshold from labelled pairs ------------------------------------------
+
+def pair_similarities(embedder, first: Sequence[str], second: Sequence[str], batch_size: int = 64) -> np.ndarray:
+    """Cosine similarity of ``first[i]`` and ``second[i]`` for every i."""
+    if len(first) != len(second):
+        raise ValueError(f"{len(first)} first texts but {len(second)} second texts: pass pairs.")
+    if not first:
+        raise ValueError("Pass at least one pair.")
+    vectors = np.asarray(embedder.encode(list(first) + list(second), batch_size=batch_size), dtype=np.float32)
+    vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    return np.sum(vectors[: len(first)] * vectors[len(first):], axis=1)
+
+
+def threshold_sweep(similarities: Sequence[float], same: Sequence[bool],
+                    thresholds: Sequence[float] | None = None) -> list[dict]:
+    """Precision, recall (hit rate on same-meaning pairs) and false-hit rate per threshold.
+
+    A pair counts as a cache hit when its similarity is at least the threshold.
+    ``false_hit_rate`` is the fraction of different-meaning pairs that would hit;
+    ``precision`` is the fraction of hits that were right (1.0 when nothing hits).
+    """
+    similarities = np.asarray(similarities, dtype=np.float64)
+    same = np.asarray(same, dtype=bool)
+    if similarities.shape != same.shape or similarities.size == 0:
+        raise ValueError("Pass one similarity per label, at least one pair.")
+    if same.all() or not same.any():
+        raise ValueError("The pairs need both same-meaning and different-meaning examples.")
+    if thresholds is None:
+        thresholds = np.round(np.arange(0.30, 1.0001, 0.01), 2)
+    rows = []
+    for threshold in thresholds:
+        hit = similarities >= threshold
+        true_hits = int(np.sum(hit & same))
+        false_hits = int(np.sum(hit & ~same))
+        rows.append({
+            "threshold": float(threshold),
+            "precision": true_hits / (true_hits + false_hits) if true_hits + false_hits else 1.0,
+            "recall": true_hits / int(same.sum()),
+            "false_hit_rate": false_hits / int((~same).sum()),
+        })
+    return rows
+
+
+def choose_threshold(sweep: Sequence[dict], max_false_hit_rate: float = 0.05) -> dict:
+    """The sweep row with the lowest threshold whose false-hit rate is at most ``max_false_hit_rate``."""
+    allowed = [row for row in sweep if row["false_hit_rate"] <= max_false_hit_rate]
+    if not allowed:
+        raise ValueError(f"No threshold in the sweep keeps the false-hit rate at or below {max_false_hit_rate:.0%}; "
+                         "extend the sweep towards 1.0.")
+    return min(allowed, key=lambda row: row["threshold"])
+
+
+# --- KV cache and prefix caching ---------------------------------------------------------
+
+def kv_cache_bytes_per_token(config, bytes_per_value: float = 2.0) -> float:
+    """Bytes the KV cache holds per token: 2 (K and V) x layers x KV heads x head dim x bytes.
+
+    ``config`` is a transformers model config; models without grouped-query
+    attention have as many KV heads as attention heads.
+    """
+    layers = config.num_hidden_layers
+    heads = config.num_attention_heads
+    kv_heads = getattr(config, "num_key_value_heads", None) or heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    return 2 * layers * kv_heads * head_dim * bytes_per_value
+
+
+def kv_cache_bytes(layers: int, kv_heads: int, head_dim: int, bytes_per_value: float = 2.0,
+                   tokens: int = 1, batch_size: int = 1) -> float:
+    """KV-cache bytes for ``batch_size`` sequences of ``tokens`` tokens."""
+    if min(layers, kv_heads, head_dim, tokens, batch_size) < 1 or bytes_per_value <= 0:
+        raise ValueError("layers, kv_heads, head_dim, tokens and batch_size must be at least 1.")
+    return 2 * layers * kv_heads * head_dim * bytes_per_value * tokens * batch_size
+
+
+def cache_bytes(cache) -> int:
+    """Bytes held by the key and value tensors of a transformers KV cache."""
+    tensors = []
+    for layer in getattr(cache, "layers", None) or []:
+        tensors += [getattr(layer, "keys", None), getattr(layer, "values", None)]
+    if not tensors:  # older transformers keep two lists of tensors
+        tensors = list(getattr(cache, "key_cache", [])) + list(getattr(cache, "value_cache", []))
+    return sum(t.numel() * t.element_size() for t in tensors if t is not None and hasattr(t, "numel"))
+
+
+def chat_prefix_and_suffix(tokenizer, system_prompt: str, user_prompt: str):
+    """Token ids of the chat-formatted system part and of the user turn that follows it.
+
+    The two are tokenized separately and cut at a special-token boundary, so
+    ``prefix + suffix`` is exactly the prompt the model sees with or without a
+    prefix cache.
+    """
+    import torch
+
+    system_text = tokenizer.apply_chat_template([{"role": "system", "content": system_prompt}], tokenize=False)
+    full_text = tokenizer.apply_chat_template(
+        [{"role": "system", "content": system_prompt}, {"role": "user", "content": user_prompt}],
+        tokenize=False, add_generation_prompt=True)
+    if not full_text.startswith(system_text):
+        raise ValueError("The chat template does not render the system turn as a prefix of the conversation.")
+    prefix = tokenizer(system_text, return_tensors="pt", add_special_tokens=False).input_ids
+    suffix = tokenizer(full_text[len(system_text):], return_tensors="pt", add_special_tokens=False).input_ids
+    return prefix, torch.cat([prefix, suffix], dim=1)
+
+
+def _cache_argument(model) -> str:
+    """The keyword that passes a KV cache: ``cache`` in recent transformers, ``past_key_values`` before."""
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+def build_prefix_cache(model, prefix_ids):
+    """Run the model once over ``prefix_ids`` and return its KV cache (a ``DynamicCache``)."""
+    import torch
+    from transformers import DynamicCache
+
+    cache = DynamicCache(config=model.config)
+    with torch.no_grad():
+        model(prefix_ids.to(model.device), use_cache=True, **{_cache_argument(model): cache})
+    return cache
+
+
+def generate_with_prefix(model, tokenizer, input_ids, max_new_tokens: int, prefix_cache=None):
+    """Greedy generation of ``max_new_tokens`` after ``input_ids``; reuses a copy of ``prefix_cache`` if given.
+
+    The cache is deep-copied first: ``generate`` appends to the cache it is given,
+    and the shared prefix must stay untouched for the next request.
+    """
+    import torch
+
+    options = dict(max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+    if prefix_cache is not None:
+        options[_cache_argument(model)] = copy.deepcopy(prefix_cache)
+    input_ids = input_ids.to(model.device)
+    with torch.no_grad():
+        output = model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), **options)
+    return output[:, input_ids.shape[1]:]
+
+
+def time_to_first_token(model, tokenizer, input_ids, prefix_cache=None, repeats: int = 3) -> float:
+    """Median seconds from request to first generated token (one-token greedy generation)."""
+    from .metrics import measure
+
+    timing = measure(lambda: generate_with_prefix(model, tokenizer, input_ids, 1, prefix_cache),
+                     repeats=repeats, warmup=1)
+    return timing.median_s
+
+
+def plot_threshold_sweep(sweep: Sequence[dict], chosen: float, similarities: Sequence[float], same: Sequence[bool]):
+    """Left: precision, recall and false-hit rate against the threshold. Right: similarity histograms by kind."""
+    from .plots import _pyplot
+
+    plt = _pyplot()
+    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
+    thresholds = [row["threshold"] for row in sweep]
+    for key, label in (("precision", "precision of hits"), ("recall", "hit rate on paraphrases (recall)"),
+                       ("false_hit_rate", "false-hit rate on near misses")):
+        # precision is undefined where nothing hits: leave a gap instead of a misleading 1.0
+        values = [np.nan if key == "precision" and row["recall"] == row["false_hit_rate"] == 0 else row[key]
+                  for row in sweep]
+        left.plot(thresholds, values, label=label)
+    left.axvline(chosen, color="#C44E52", linestyle="--", label=f"chosen {chosen:.2f}")
+    left.axhline(0.05, color="grey", linestyle=":", linewidth=1)
+    left.set_xlabel("cosine-similarity threshold")
+    left.set_ylim(-0.02, 1.02)
+    left.set_title("A hit is similarity >= threshold")
+    left.legend(fontsize=7, loc="center left")
+    left.grid(alpha=0.3)
+    similarities, same = np.asarray(similarities), np.asarray(same, dtype=bool)
+    bins = np.linspace(min(0.0, similarities.min()), 1.0, 26)
+    right.hist(similarities[same], bins=bins, alpha=0.6, label="paraphrase (should hit)")
+    right.hist(similarities[~same], bins=bins, alpha=0.6, label="near miss (should miss)")
+    right.axvline(chosen, color="#C44E52", linestyle="--")
+    right.set_xlabel("cosine similarity of the pair")
+    right.set_ylabel("pairs")
+    right.set_title("Similarity by kind of pair")
+    right.legend(fontsize=7, loc="upper left")
+    figure.tight_layout()
+    return figure

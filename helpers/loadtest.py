@@ -1,0 +1,319 @@
+"""A bounded HTTP load-test client (asyncio + httpx) and its statistics.
+
+:func:`run_load` sends a fixed list of JSON payloads to a URL, either with a
+fixed number of requests in flight (``concurrency``, a closed loop: a new
+request leaves when one returns) or at a fixed arrival rate (``rate_per_s``, an
+open loop: requests keep arriving whatever the server does, as real users do).
+No request starts after ``time_limit_s``; requests already in flight get
+``grace_s`` more to finish, so the whole test ends by itself within
+``time_limit_s + grace_s``. Every request ends as one of:
+
+- **answered**: HTTP 200;
+- **shed**: HTTP 503 (or 429), the server said "too busy, try later" at once;
+- **failed**: anything else: other status codes, timeouts, connection errors,
+  or a request still unanswered when the grace period ran out.
+
+Requests never sent because the time limit came first are counted as
+**unsent**: they say the test was too short, not that the server failed. :func:`summarize` turns the outcomes into throughput and latency
+percentiles; it is a pure function.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Sequence
+
+SHED_STATUSES = (503, 429)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What happened to one request."""
+
+    kind: str  # "answered" | "shed" | "failed"
+    latency_s: float
+    status: int | None = None
+    detail: str = ""
+    replica: str | None = None
+    sent_at_s: float = 0.0  # seconds after the test started
+    server_s: float | None = None  # time the server says it spent on the request (its "seconds" field)
+
+
+@dataclass(frozen=True)
+class LoadReport:
+    """Counts, throughput and latency of one load test (latencies of answered requests only)."""
+
+    requests: int
+    answered: int
+    shed: int
+    failed: int
+    unsent: int
+    duration_s: float
+    throughput_rps: float
+    p50_ms: float | None
+    p95_ms: float | None
+    p99_ms: float | None
+    mean_ms: float | None
+    shed_p50_ms: float | None
+    server_p50_ms: float | None  # median time spent generating, as reported by the server
+    status_counts: dict = field(default_factory=dict)
+    replica_counts: dict = field(default_factory=dict)
+    failure_examples: tuple = ()
+
+    def row(self, name: str) -> dict:
+        """One table row for printing side by side with other runs."""
+        return {"run": name, "answered": self.answered, "shed": self.shed, "failed": self.failed,
+                "unsent": self.unsent, "seconds": round(self.duration_s, 1),
+                "answered/s": round(self.throughput_rps, 2), "p50 ms": _round(self.p50_ms),
+                "p95 ms": _round(self.p95_ms), "p99 ms": _round(self.p99_ms)}
+
+    def __str__(self) -> str:
+        text = (f"{self.requests} requests in {self.duration_s:.1f} s: {self.answered} answered, {self.shed} shed, "
+                f"{self.failed} failed, {self.unsent} unsent · {self.throughput_rps:.2f} answered/s")
+        if self.p50_ms is not None:
+            text += f" · latency p50 {self.p50_ms:.0f} ms, p95 {self.p95_ms:.0f} ms, p99 {self.p99_ms:.0f} ms"
+        return text
+
+
+def _round(value):
+    return None if value is None else round(value)
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The ``q``-th percentile (0..100) with linear interpolation between order statistics.
+
+    Same definition as ``numpy.percentile``'s default; raises ValueError for an
+    empty sequence or ``q`` outside 0..100.
+    """
+    if not 0 <= q <= 100:
+        raise ValueError(f"q must be between 0 and 100, got {q}.")
+    ordered = sorted(values)
+    if not ordered:
+        raise ValueError("percentile of no values is undefined; pass at least one latency.")
+    position = (len(ordered) - 1) * q / 100
+    low = math.floor(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def classify(status: int | None) -> str:
+    """``answered`` for 200, ``shed`` for 503/429, ``failed`` for anything else (None = no response)."""
+    if status == 200:
+        return "answered"
+    if status in SHED_STATUSES:
+        return "shed"
+    return "failed"
+
+
+def summarize(outcomes: Sequence[Outcome], duration_s: float, unsent: int = 0) -> LoadReport:
+    """Counts, answered requests per second and latency percentiles of a finished test.
+
+    ``duration_s`` is the test's wall time (first send to last reply). Percentiles
+    are over answered requests only: a shed request returns fast on purpose and
+    would flatter the latency.
+    """
+    if duration_s < 0:
+        raise ValueError("duration_s must be >= 0.")
+    kinds = Counter(outcome.kind for outcome in outcomes)
+    unexpected = set(kinds) - {"answered", "shed", "failed"}
+    if unexpected:
+        raise ValueError(f"Unknown outcome kind(s) {sorted(unexpected)}; use answered, shed or failed.")
+    answered_ms = [outcome.latency_s * 1000 for outcome in outcomes if outcome.kind == "answered"]
+    shed_ms = [outcome.latency_s * 1000 for outcome in outcomes if outcome.kind == "shed"]
+    server_ms = [outcome.server_s * 1000 for outcome in outcomes
+                 if outcome.kind == "answered" and outcome.server_s is not None]
+
+    def pick(q, values=answered_ms):
+        return percentile(values, q) if values else None
+
+    statuses = Counter("no response" if outcome.status is None else str(outcome.status) for outcome in outcomes)
+    replicas = Counter(outcome.replica for outcome in outcomes if outcome.kind == "answered" and outcome.replica)
+    failures = tuple(dict.fromkeys(outcome.detail for outcome in outcomes if outcome.kind == "failed"))[:5]
+    return LoadReport(
+        requests=len(outcomes) + unsent, answered=kinds["answered"], shed=kinds["shed"], failed=kinds["failed"],
+        unsent=unsent, duration_s=duration_s,
+        throughput_rps=kinds["answered"] / duration_s if duration_s > 0 else 0.0,
+        p50_ms=pick(50), p95_ms=pick(95), p99_ms=pick(99),
+        mean_ms=sum(answered_ms) / len(answered_ms) if answered_ms else None,
+        shed_p50_ms=pick(50, shed_ms), server_p50_ms=pick(50, server_ms),
+        status_counts=dict(sorted(statuses.items())), replica_counts=dict(sorted(replicas.items())),
+        failure_examples=failures,
+    )
+
+
+def make_payloads(prompts: Sequence[str], count: int, max_new_tokens: int | None = None) -> list[dict]:
+    """``count`` request bodies cycling through ``prompts`` (the same stream for every run)."""
+    if not prompts:
+        raise ValueError("Pass at least one prompt.")
+    if count < 1:
+        raise ValueError("count must be at least 1.")
+    payloads = []
+    for index in range(count):
+        body = {"prompt": prompts[index % len(prompts)]}
+        if max_new_tokens is not None:
+            body["max_new_tokens"] = max_new_tokens
+        payloads.append(body)
+    return payloads
+
+
+async def _send(client, url: str, payload: dict, timeout_s: float, started: float) -> Outcome:
+    """One POST, timed and classified; never raises for network trouble."""
+    import httpx
+
+    sent_at = time.perf_counter()
+    try:
+        # asyncio's timeout as well as httpx's: it also bounds time spent outside the socket reads
+        response = await asyncio.wait_for(client.post(url, json=payload, timeout=timeout_s), timeout_s)
+    except (httpx.TimeoutException, asyncio.TimeoutError):
+        return Outcome("failed", time.perf_counter() - sent_at, None, f"timeout after {timeout_s:.1f} s",
+                       sent_at_s=sent_at - started)
+    except httpx.HTTPError as error:
+        return Outcome("failed", time.perf_counter() - sent_at, None, f"{type(error).__name__}: {error}"[:200],
+                       sent_at_s=sent_at - started)
+    latency = time.perf_counter() - sent_at
+    kind = classify(response.status_code)
+    replica, detail, server_s = None, "", None
+    try:
+        body = response.json()
+    except (json.JSONDecodeError, ValueError):
+        body = None
+    if kind == "answered" and isinstance(body, dict):
+        replica = body.get("replica")
+        server_s = body.get("seconds") if isinstance(body.get("seconds"), (int, float)) else None
+    elif kind != "answered":
+        detail = f"HTTP {response.status_code}: " + (body.get("error", "") if isinstance(body, dict)
+                                                      else response.text[:120])
+    return Outcome(kind, latency, response.status_code, detail, replica, sent_at - started, server_s)
+
+
+async def run_load_async(url: str, payloads: Sequence[dict], concurrency: int | None = None,
+                         rate_per_s: float | None = None, time_limit_s: float = 60.0, grace_s: float | None = None,
+                         request_timeout_s: float | None = None, progress: bool = True, description: str = "load",
+                         transport=None) -> LoadReport:
+    """Send ``payloads`` to ``url`` and summarize; see the module docstring.
+
+    Give exactly one of ``concurrency`` (requests in flight) or ``rate_per_s``
+    (evenly spaced arrivals). Requests start only before ``time_limit_s``; each
+    times out at ``request_timeout_s`` or at ``time_limit_s + grace_s`` (default
+    grace: a quarter of the limit, at most 30 s), whichever comes first.
+    ``transport`` lets tests plug in ``httpx.MockTransport``.
+    """
+    import httpx
+    from tqdm.auto import tqdm
+
+    if (concurrency is None) == (rate_per_s is None):
+        raise ValueError("Give exactly one of concurrency (requests in flight) or rate_per_s (arrivals per second).")
+    if concurrency is not None and concurrency < 1:
+        raise ValueError("concurrency must be at least 1.")
+    if rate_per_s is not None and rate_per_s <= 0:
+        raise ValueError("rate_per_s must be positive.")
+    if time_limit_s <= 0:
+        raise ValueError("time_limit_s must be positive.")
+    if not payloads:
+        raise ValueError("Pass at least one payload.")
+    grace_s = min(0.25 * time_limit_s, 30.0) if grace_s is None else grace_s
+    if grace_s < 0:
+        raise ValueError("grace_s must be >= 0.")
+    request_timeout_s = request_timeout_s or time_limit_s + grace_s
+    in_flight_cap = concurrency or len(payloads)
+    limits = httpx.Limits(max_connections=in_flight_cap, max_keepalive_connections=in_flight_cap)
+    outcomes: list[Outcome] = []
+    started = time.perf_counter()
+    deadline = started + time_limit_s  # no request starts after this
+    hard_stop = deadline + grace_s  # no request runs after this
+    last_reply = [started]
+    sent = [0]
+    bar = tqdm(total=len(payloads), desc=description, disable=not progress, leave=False)
+
+    def remaining() -> float:
+        return deadline - time.perf_counter()
+
+    def finish(outcome: Outcome):
+        outcomes.append(outcome)
+        last_reply[0] = time.perf_counter()
+        bar.update(1)
+
+    async with httpx.AsyncClient(limits=limits, transport=transport) as client:
+        async def one(payload):
+            if remaining() <= 0:
+                return False
+            sent[0] += 1
+            timeout = min(request_timeout_s, hard_stop - time.perf_counter())
+            finish(await _send(client, url, payload, timeout, started))
+            return True
+
+        if concurrency is not None:
+            queue = list(reversed(payloads))
+
+            async def worker():
+                while queue and remaining() > 0:
+                    await one(queue.pop())
+
+            tasks = [asyncio.create_task(worker()) for _ in range(min(concurrency, len(payloads)))]
+        else:
+            async def arrive(index, payload):
+                await asyncio.sleep(max(0.0, started + index / rate_per_s - time.perf_counter()))
+                await one(payload)
+
+            tasks = [asyncio.create_task(arrive(index, payload)) for index, payload in enumerate(payloads)
+                     if index / rate_per_s < time_limit_s]
+        # Per-request timeouts already end everything by hard_stop; the extra
+        # second only guards against a stuck transport.
+        done, pending = await asyncio.wait(tasks, timeout=max(hard_stop - time.perf_counter(), 0) + 1.0)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+    bar.close()
+    for _ in range(sent[0] - len(outcomes)):  # in flight when the grace period ran out
+        outcomes.append(Outcome("failed", time.perf_counter() - started, None, "cut off at the time limit"))
+    unsent = len(payloads) - sent[0]
+    duration = max(last_reply[0] - started, 1e-9) if outcomes else 0.0
+    return summarize(outcomes, duration, unsent=unsent)
+
+
+def run_load(url: str, payloads: Sequence[dict], **options) -> LoadReport:
+    """Blocking wrapper around :func:`run_load_async` that also works inside Jupyter.
+
+    Jupyter already runs an event loop in the main thread, so the test runs in
+    its own thread with its own loop there.
+    """
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(run_load_async(url, payloads, **options))
+    box: dict = {}
+
+    def target():
+        try:
+            box["report"] = asyncio.run(run_load_async(url, payloads, **options))
+        except BaseException as error:  # re-raised in the caller's thread below
+            box["error"] = error
+
+    thread = threading.Thread(target=target, name="load-test")
+    thread.start()
+    thread.join()
+    if "error" in box:
+        raise box["error"]
+    return box["report"]
+
+
+def table(rows: Sequence[dict]) -> str:
+    """Rows of :meth:`LoadReport.row` (or any dicts with the same keys) as an aligned text table."""
+    if not rows:
+        return ""
+    columns = list(rows[0])
+    cells = [[("-" if row.get(column) is None else str(row.get(column))) for column in columns] for row in rows]
+    widths = [max(len(column), *(len(line[index]) for line in cells)) for index, column in enumerate(columns)]
+    lines = ["  ".join(column.ljust(width) if index == 0 else column.rjust(width)
+                       for index, (column, width) in enumerate(zip(columns, widths)))]
+    for line in cells:
+        lines.append("  ".join(value.ljust(width) if index == 0 else value.rjust(width)
+                               for index, (value, width) in enumerate(zip(line, widths))))
+    return "\n".join(lines)

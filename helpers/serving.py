@@ -1,0 +1,668 @@
+"""Serve the workbook's LLM over HTTP with Ray Serve: replicas, threads, backpressure, autoscaling.
+
+The same application runs in notebook 09 (on 127.0.0.1, inside one local Ray
+instance) and in a cluster (``deploy/``: ``serve run deploy/serve_config.yaml``
+in a container, a Kubernetes Deployment, or a KubeRay RayService).
+
+Layers, from the inside out:
+
+- :func:`parse_request` and :func:`handle_request` are plain functions: they
+  validate a JSON body, call a generator, and build the JSON answer. They are
+  unit-tested without Ray.
+- :class:`LLMServer` is the Serve replica: it loads a generator once (the
+  workbook LLM, or a fast fake for tests), pins its torch thread count, and
+  answers ``POST /`` with ``{"prompt": ..., "max_new_tokens": ...}``.
+- :class:`ServingConfig` holds every knob (replicas, threads per replica,
+  ``max_ongoing_requests``, ``max_queued_requests``, autoscaling, the optional
+  semantic cache); :func:`build_app` turns it into a Serve application and
+  :func:`app_builder` does the same from ``serve run``'s ``key=value`` arguments.
+- :func:`start_serve`, :func:`deploy` and :func:`stop_serve` start and stop a
+  local Ray + Serve that listens on 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import json
+import os
+import socket
+import threading
+import time
+from dataclasses import asdict, dataclass, field, fields
+from typing import Callable
+
+# Names shared with deploy/ (tests/test_deploy.py checks that the manifests agree).
+APP_NAME = "workbook-llm"
+DEPLOYMENT_NAME = "LLMServer"
+ROUTE_PREFIX = "/"
+HTTP_PORT = 8000  # the port inside a container / pod; the notebook picks a free local port
+HEALTH_PATH = "/healthz"  # answered by a running replica (readiness), unlike Serve's own /-/healthz
+IMAGE = "llm-optimization-workbook/serve:0.1.0"
+IMPORT_PATH = "helpers.serving:app_builder"
+
+MAX_NEW_TOKENS_LIMIT = 128  # hard ceiling per request: bounds the work one request can cause
+MAX_PROMPT_CHARS = 4000
+DEFAULT_MAX_NEW_TOKENS = {"quick": 16, "full": 48}
+REQUEST_TIMEOUT_S = {"quick": 60.0, "full": 120.0}
+BACKENDS = ("llm", "echo")
+ALLOWED_FIELDS = ("prompt", "max_new_tokens")
+
+
+def default_max_new_tokens() -> int:
+    """Tokens generated per request when the client does not say: short in the quick profile."""
+    from . import config
+
+    return DEFAULT_MAX_NEW_TOKENS[config.profile().name]
+
+
+def default_request_timeout_s() -> float:
+    """End-to-end HTTP timeout of the Serve proxy for the active profile."""
+    from . import config
+
+    return REQUEST_TIMEOUT_S[config.profile().name]
+
+
+# --- configuration -----------------------------------------------------------------------
+
+@dataclass
+class ServingConfig:
+    """Every knob of the served application.
+
+    ``num_replicas`` copies of the model each use ``threads_per_replica`` torch
+    threads (and reserve as many Ray CPUs). A replica holds at most
+    ``max_ongoing_requests`` requests: it generates one at a time, the others
+    wait in the replica, so it never idles while the router hands over the next
+    request. Up to ``max_queued_requests`` more wait in the proxy (-1: no limit)
+    and the rest are shed with HTTP 503.
+    ``autoscaling`` (a Serve ``autoscaling_config`` dict) replaces the fixed
+    ``num_replicas``. ``backend="echo"`` swaps the LLM for a fast fake.
+    """
+
+    num_replicas: int = 1
+    threads_per_replica: int = 1
+    max_ongoing_requests: int = 2
+    max_queued_requests: int = -1
+    default_max_new_tokens: int = 16
+    max_new_tokens_limit: int = MAX_NEW_TOKENS_LIMIT
+    exact_length: bool = False
+    autoscaling: dict | None = None
+    semantic_cache: bool = False
+    cache_threshold: float = 0.9
+    cache_max_entries: int = 1024
+    backend: str = "llm"
+    echo_delay_s: float = 0.0
+    llm_name: str | None = None
+
+    def __post_init__(self):
+        self.validate()
+
+    def validate(self) -> "ServingConfig":
+        """Raise ValueError with a hint when a setting cannot work."""
+        def positive_int(name):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+
+        for name in ("num_replicas", "threads_per_replica", "max_ongoing_requests", "default_max_new_tokens",
+                     "max_new_tokens_limit", "cache_max_entries"):
+            positive_int(name)
+        if isinstance(self.max_queued_requests, bool) or not isinstance(self.max_queued_requests, int) \
+                or (self.max_queued_requests < 0 and self.max_queued_requests != -1):
+            raise ValueError(f"max_queued_requests must be -1 (no limit) or >= 0, got {self.max_queued_requests!r}.")
+        if self.default_max_new_tokens > self.max_new_tokens_limit:
+            raise ValueError(f"default_max_new_tokens ({self.default_max_new_tokens}) is above "
+                             f"max_new_tokens_limit ({self.max_new_tokens_limit}); lower it or raise the limit.")
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}.")
+        if not 0.0 < self.cache_threshold <= 1.0:
+            raise ValueError(f"cache_threshold is a cosine similarity in (0, 1], got {self.cache_threshold!r}.")
+        if self.echo_delay_s < 0:
+            raise ValueError("echo_delay_s must be >= 0.")
+        if self.autoscaling is not None:
+            if not isinstance(self.autoscaling, dict):
+                raise ValueError("autoscaling must be a dict such as {'min_replicas': 1, 'max_replicas': 2}.")
+            low = self.autoscaling.get("min_replicas", 1)
+            high = self.autoscaling.get("max_replicas", 1)
+            if not (isinstance(low, int) and isinstance(high, int) and 0 <= low <= high and high >= 1):
+                raise ValueError(f"autoscaling needs 0 <= min_replicas <= max_replicas and max_replicas >= 1, "
+                                 f"got min_replicas={low!r}, max_replicas={high!r}.")
+        return self
+
+    def to_settings(self) -> dict:
+        """A plain dict (what the replicas receive; JSON-friendly)."""
+        return asdict(self)
+
+    @classmethod
+    def from_args(cls, args: dict | None) -> "ServingConfig":
+        """Build from ``serve run ... key=value`` or a Serve config file's ``args``.
+
+        Values may arrive as strings (from the command line); they are converted
+        to each field's type. Unknown keys raise ValueError naming the known ones.
+        """
+        args = dict(args or {})
+        known = {item.name: item for item in fields(cls)}
+        unknown = sorted(set(args) - set(known))
+        if unknown:
+            raise ValueError(f"Unknown serving argument(s) {', '.join(unknown)}; known: {', '.join(known)}.")
+        converted = {}
+        for name, value in args.items():
+            kind = str(known[name].type)
+            if isinstance(value, str):
+                if kind == "int":
+                    value = int(value)
+                elif kind == "float":
+                    value = float(value)
+                elif kind == "bool":
+                    if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                        raise ValueError(f"{name} must be true or false, got {value!r}.")
+                    value = value.lower() in ("true", "1", "yes")
+                elif kind.startswith("dict"):
+                    value = json.loads(value)
+                elif kind.startswith("str | None") and value.lower() in ("", "none", "null"):
+                    value = None
+            elif kind == "float" and isinstance(value, int) and not isinstance(value, bool):
+                value = float(value)
+            converted[name] = value
+        if "default_max_new_tokens" not in converted:
+            converted["default_max_new_tokens"] = min(default_max_new_tokens(),
+                                                      converted.get("max_new_tokens_limit", MAX_NEW_TOKENS_LIMIT))
+        return cls(**converted)
+
+
+def deployment_options(config: ServingConfig) -> dict:
+    """The options handed to ``serve.deployment(...).options(...)`` for ``config``.
+
+    Fixed replicas use ``num_replicas``; autoscaling uses ``autoscaling_config``
+    instead (Serve refuses both). Each replica reserves ``threads_per_replica``
+    Ray CPUs so that Ray never packs more torch threads than cores.
+    """
+    options = {
+        "max_ongoing_requests": config.max_ongoing_requests,
+        "max_queued_requests": config.max_queued_requests,
+        "ray_actor_options": {"num_cpus": config.threads_per_replica},
+    }
+    if config.autoscaling is not None:
+        options["autoscaling_config"] = dict(config.autoscaling)
+    else:
+        options["num_replicas"] = config.num_replicas
+    return options
+
+
+# --- request validation and responses (plain functions, no Ray) -------------------------------
+
+class RequestError(ValueError):
+    """A request the server refuses; ``status`` is the HTTP code (4xx), the message says how to fix it."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """A validated request."""
+
+    prompt: str
+    max_new_tokens: int
+
+
+_EXAMPLE = '{"prompt": "How do I reset my password?", "max_new_tokens": 16}'
+
+
+def parse_request(body, default_max_new_tokens: int, max_new_tokens_limit: int = MAX_NEW_TOKENS_LIMIT,
+                  max_prompt_chars: int = MAX_PROMPT_CHARS) -> GenerationRequest:
+    """Validate a request body (bytes, str or an already decoded dict).
+
+    Malformed JSON or a body that is not an object -> ``RequestError(400)``;
+    a missing, empty or mistyped field, an unknown field, or ``max_new_tokens``
+    outside ``1..max_new_tokens_limit`` -> ``RequestError(422)``.
+    """
+    if isinstance(body, (bytes, bytearray)):
+        try:
+            body = body.decode("utf-8")
+        except UnicodeDecodeError:
+            raise RequestError(400, f"Body is not UTF-8 text. Send JSON such as {_EXAMPLE}.") from None
+    if isinstance(body, str):
+        if not body.strip():
+            raise RequestError(400, f"Body is empty. Send JSON such as {_EXAMPLE}.")
+        try:
+            body = json.loads(body)
+        except json.JSONDecodeError as error:
+            raise RequestError(400, f"Body is not valid JSON ({error.msg} at position {error.pos}). "
+                                    f"Send JSON such as {_EXAMPLE}.") from None
+    if not isinstance(body, dict):
+        raise RequestError(400, f"Body must be a JSON object, got a JSON {type(body).__name__}. "
+                                f"Send JSON such as {_EXAMPLE}.")
+    unknown = sorted(set(body) - set(ALLOWED_FIELDS))
+    if unknown:
+        raise RequestError(422, f"Unknown field(s): {', '.join(map(repr, unknown))}. "
+                                f"Allowed fields: {', '.join(ALLOWED_FIELDS)}.")
+    if "prompt" not in body:
+        raise RequestError(422, f"Missing field 'prompt' (a non-empty string). Example: {_EXAMPLE}.")
+    prompt = body["prompt"]
+    if not isinstance(prompt, str):
+        raise RequestError(422, f"Field 'prompt' must be a string, got {_json_type(prompt)}.")
+    if not prompt.strip():
+        raise RequestError(422, "Field 'prompt' is empty; send the text to answer.")
+    if len(prompt) > max_prompt_chars:
+        raise RequestError(422, f"Field 'prompt' has {len(prompt)} characters; the limit is {max_prompt_chars}.")
+    max_new_tokens = body.get("max_new_tokens", default_max_new_tokens)
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int):
+        raise RequestError(422, f"Field 'max_new_tokens' must be an integer from 1 to {max_new_tokens_limit}, "
+                                f"got {_json_type(max_new_tokens)}.")
+    if not 1 <= max_new_tokens <= max_new_tokens_limit:
+        raise RequestError(422, f"Field 'max_new_tokens' must be between 1 and {max_new_tokens_limit}, "
+                                f"got {max_new_tokens}.")
+    return GenerationRequest(prompt=prompt, max_new_tokens=max_new_tokens)
+
+
+def _json_type(value) -> str:
+    """How a decoded JSON value is called in JSON terms, for error messages."""
+    names = {bool: "a boolean", int: "a number", float: "a number", str: "a string", list: "an array",
+             dict: "an object", type(None): "null"}
+    return names.get(type(value), type(value).__name__)
+
+
+def build_response(text: str, new_tokens: int, seconds: float, replica: str, pid: int,
+                   cached: bool = False) -> dict:
+    """The JSON answer to a good request: the text plus who answered and how long it took."""
+    return {"text": text, "new_tokens": int(new_tokens), "seconds": round(float(seconds), 4),
+            "replica": replica, "pid": int(pid), "cached": bool(cached)}
+
+
+def error_response(status: int, message: str) -> dict:
+    """The JSON body of a refused request."""
+    return {"error": message, "status": int(status)}
+
+
+def cache_namespace(max_new_tokens: int) -> str:
+    """Cached answers are only reused for requests that asked for the same length."""
+    return f"max_new_tokens={max_new_tokens}"
+
+
+def handle_request(body, generate: Callable[[str, int], tuple[str, int]], config: ServingConfig, replica: str,
+                   pid: int | None = None, cache=None, clock: Callable[[], float] = time.perf_counter
+                   ) -> tuple[int, dict]:
+    """Validate ``body``, answer it (from ``cache`` when it holds a close prompt) and return ``(status, json)``.
+
+    ``generate(prompt, max_new_tokens) -> (text, new_tokens)``. A generator
+    error becomes a 500 with its message; nothing is raised.
+    """
+    pid = os.getpid() if pid is None else pid
+    start = clock()
+    try:
+        request = parse_request(body, config.default_max_new_tokens, config.max_new_tokens_limit)
+    except RequestError as error:
+        return error.status, error_response(error.status, error.message)
+    namespace = cache_namespace(request.max_new_tokens)
+    if cache is not None:
+        hit = cache.get(request.prompt, namespace=namespace)
+        if hit is not None:
+            return 200, build_response(hit, 0, clock() - start, replica, pid, cached=True)
+    try:
+        text, new_tokens = generate(request.prompt, request.max_new_tokens)
+    except Exception as error:  # the client gets a 500 with the reason, the replica stays up
+        return 500, error_response(500, f"Generation failed: {type(error).__name__}: {error}")
+    if cache is not None:
+        cache.put(request.prompt, text, namespace=namespace)
+    return 200, build_response(text, new_tokens, clock() - start, replica, pid)
+
+
+# --- generators ------------------------------------------------------------------------------
+
+class EchoGenerator:
+    """A fast fake model for tests: echoes the prompt's words after an optional delay."""
+
+    def __init__(self, delay_s: float = 0.0):
+        self.delay_s = delay_s
+
+    def __call__(self, prompt: str, max_new_tokens: int) -> tuple[str, int]:
+        if self.delay_s:
+            time.sleep(self.delay_s)
+        words = prompt.split()[:max_new_tokens]
+        return " ".join(words), len(words)
+
+
+class LLMGenerator:
+    """Greedy generation with the workbook LLM, at most ``max_new_tokens`` new tokens per request.
+
+    ``exact_length=True`` always generates exactly ``max_new_tokens`` (every
+    request costs the same work: fair for comparing configurations).
+    """
+
+    def __init__(self, threads: int, name: str | None = None, exact_length: bool = False):
+        import torch
+
+        from . import models
+
+        torch.set_num_threads(threads)
+        self.threads = threads
+        self.exact_length = exact_length
+        self.model, self.tokenizer = models.load_llm(name)
+
+    def __call__(self, prompt: str, max_new_tokens: int) -> tuple[str, int]:
+        import torch
+
+        from .metrics import encode_prompts
+
+        torch.set_num_threads(self.threads)  # per thread: keep the pool size in the worker thread too
+        inputs = encode_prompts(self.tokenizer, [prompt]).to(next(self.model.parameters()).device)
+        options = dict(max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=self.tokenizer.pad_token_id)
+        if self.exact_length:
+            options["min_new_tokens"] = max_new_tokens
+        with torch.no_grad():
+            output = self.model.generate(**inputs, **options)
+        new_ids = output[0, inputs["input_ids"].shape[1]:]
+        return self.tokenizer.decode(new_ids, skip_special_tokens=True), int(new_ids.numel())
+
+
+def make_generator(config: ServingConfig):
+    """The generator ``config.backend`` names."""
+    if config.backend == "echo":
+        return EchoGenerator(config.echo_delay_s)
+    return LLMGenerator(config.threads_per_replica, config.llm_name, config.exact_length)
+
+
+def make_cache(config: ServingConfig):
+    """A ``helpers.caching.SemanticCache`` for this replica, or None when the cache is off."""
+    if not config.semantic_cache:
+        return None
+    try:
+        from .caching import SemanticCache
+    except ImportError as error:
+        raise ValueError("semantic_cache=True needs helpers.caching.SemanticCache; "
+                         f"it could not be imported ({error}). Turn the cache off or install the workbook.") from None
+    return SemanticCache(threshold=config.cache_threshold, max_entries=config.cache_max_entries)
+
+
+# --- the Serve replica --------------------------------------------------------------------------
+
+class LLMServer:
+    """One Serve replica: a model (or fake), its torch threads, optionally a semantic cache.
+
+    ``POST /`` generates; ``GET /healthz`` says the replica is up (readiness).
+    Generation runs on one worker thread so the replica's event loop stays free
+    for health checks and the autoscaling metrics Serve collects.
+    """
+
+    def __init__(self, settings: dict):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.config = ServingConfig(**settings)
+        self.generate = make_generator(self.config)
+        self.cache = make_cache(self.config)
+        self.replica = _replica_name()
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="generate")
+
+    async def __call__(self, request):
+        from starlette.responses import JSONResponse
+
+        path = request.url.path.rstrip("/") or "/"
+        if request.method == "GET" and path == HEALTH_PATH:
+            return JSONResponse({"status": "ok", "replica": self.replica, "pid": os.getpid()})
+        if path != "/":
+            return JSONResponse(error_response(404, f"No route {path!r}: POST a JSON body to '/'."), status_code=404)
+        if request.method != "POST":
+            return JSONResponse(error_response(405, f"Use POST with a JSON body such as {_EXAMPLE}."),
+                                status_code=405)
+        body = await request.body()
+        loop = asyncio.get_running_loop()
+        status, payload = await loop.run_in_executor(
+            self._worker, lambda: handle_request(body, self.generate, self.config, self.replica, cache=self.cache))
+        return JSONResponse(payload, status_code=status)
+
+
+def _replica_name() -> str:
+    """Serve's id of the running replica (falls back to the process id outside Serve)."""
+    try:
+        from ray import serve
+
+        return str(serve.get_replica_context().replica_id.unique_id)
+    except Exception:  # outside a replica (unit tests): the pid still tells processes apart
+        return f"pid-{os.getpid()}"
+
+
+def build_app(config: ServingConfig):
+    """The Serve application for ``config`` (not started: pass it to ``serve.run``)."""
+    from ray import serve
+
+    deployment = serve.deployment(LLMServer, name=DEPLOYMENT_NAME)
+    return deployment.options(**deployment_options(config)).bind(config.to_settings())
+
+
+def app_builder(args: dict | None = None):
+    """Entry point for ``serve run helpers.serving:app_builder key=value ...`` and Serve config files."""
+    return build_app(ServingConfig.from_args(args))
+
+
+# --- a local Ray + Serve on 127.0.0.1 -----------------------------------------------------------
+
+_local = {"port": None, "started": False, "atexit": False}
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((host, 0))
+        return probe.getsockname()[1]
+
+
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    """True when nothing listens on ``host:port`` (checked by binding it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def start_serve(port: int | None = None, num_cpus: int = 2, request_timeout_s: float | None = None,
+                quiet: bool = True) -> str:
+    """Start a private local Ray instance and Serve's HTTP proxy on 127.0.0.1; return the base URL.
+
+    Ray gets ``num_cpus`` logical CPUs (replicas reserve ``threads_per_replica``
+    each), no dashboard and a small object store; its internal services use
+    Ray's token authentication (on by default). :func:`stop_serve` undoes it
+    and is also registered to run at interpreter exit.
+    """
+    import logging
+
+    import ray
+    from ray import serve
+
+    if _local["started"]:
+        raise RuntimeError("Serve is already running here; call serving.stop_serve() first.")
+    port = port or free_port()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    level = logging.WARNING if quiet else logging.INFO
+    if not _local["atexit"]:
+        atexit.register(stop_serve)
+        _local["atexit"] = True
+    _local.update(port=port, started=True)
+    try:
+        # quiet: hide the start-up chatter (including the note that token authentication is on)
+        ray_logger = logging.getLogger("ray")
+        previous = ray_logger.level
+        if quiet:
+            ray_logger.setLevel(logging.ERROR)
+        try:
+            _init_ray(num_cpus, logging.ERROR if quiet else level, quiet)
+        finally:
+            ray_logger.setLevel(previous if not quiet else level)
+        if quiet:
+            logging.getLogger("ray.serve").setLevel(logging.WARNING)
+        serve.start(http_options={"host": "127.0.0.1", "port": port,
+                                  "request_timeout_s": request_timeout_s or default_request_timeout_s()},
+                    logging_config={"log_level": "WARNING" if quiet else "INFO"})
+    except BaseException:
+        stop_serve()
+        raise
+    return f"http://127.0.0.1:{port}"
+
+
+def _init_ray(num_cpus: int, logging_level: int, quiet: bool, attempts: int = 3) -> None:
+    """``ray.init`` for a private local instance, retried when a busy machine makes start-up time out.
+
+    Ray's node manager gives its helper agents a fixed ~15 s to start; on a loaded
+    laptop they can miss it and ``ray.init`` fails with "timed out during startup".
+    A second attempt usually succeeds; leftovers of the failed one are stopped first.
+    """
+    import ray
+
+    for attempt in range(1, attempts + 1):
+        try:
+            ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, object_store_memory=200 * 2**20,
+                     logging_level=logging_level, log_to_driver=not quiet, configure_logging=True)
+            return
+        except Exception as error:
+            if "timed out during startup" not in str(error) or attempt == attempts:
+                raise
+            print(f"Ray start-up timed out on a busy machine (attempt {attempt} of {attempts}); trying again.")
+            ray.shutdown()
+            _stop_own_ray_processes()
+
+
+def _stop_own_ray_processes(timeout_s: float = 10.0) -> None:
+    """Terminate (then kill) the Ray processes this process started, by pid."""
+    import psutil
+
+    own = ray_processes()
+    for proc in own:
+        try:
+            proc.terminate()
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(own, timeout=timeout_s)
+    for proc in alive:
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            pass
+
+
+def deploy(config: ServingConfig):
+    """Deploy (or replace) the application on the running Serve; returns when every replica is up.
+
+    A previous version is deleted first: a rolling update would start the new
+    replicas before stopping the old ones, and on a small machine the old
+    replicas hold the CPUs the new ones wait for.
+    """
+    from ray import serve
+
+    if not _local["started"]:
+        raise RuntimeError("Start Serve first with serving.start_serve().")
+    if APP_NAME in serve.status().applications:
+        serve.delete(APP_NAME)
+    return serve.run(build_app(config), name=APP_NAME, route_prefix=ROUTE_PREFIX, blocking=False)
+
+
+def stop_serve(timeout_s: float = 30.0, quiet: bool = True) -> None:
+    """Shut down Serve and Ray (safe to call twice); wait until Ray's processes are gone."""
+    import contextlib
+    import io
+
+    if not _local["started"]:
+        return
+    try:
+        import ray
+        from ray import serve
+
+        # Ray reports the controller's own exit as a "task failed" line on stdout; it is expected.
+        muffle = contextlib.redirect_stdout(io.StringIO()) if quiet else contextlib.nullcontext()
+        with muffle:
+            if ray.is_initialized():
+                try:
+                    serve.shutdown()
+                finally:
+                    ray.shutdown()
+    finally:
+        _local["started"] = False
+        if wait_for_no_ray_processes(timeout_s):
+            _stop_own_ray_processes()  # a straggler that ignored Ray's own shutdown
+
+
+def ray_processes() -> list:
+    """This process's descendants that belong to Ray (raylet, GCS, workers, ...)."""
+    import psutil
+
+    found = []
+    for child in psutil.Process().children(recursive=True):
+        try:
+            text = " ".join(child.cmdline()) + " " + child.name()
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+        if "ray" in text.lower():
+            found.append(child)
+    return found
+
+
+def wait_for_no_ray_processes(timeout_s: float = 30.0) -> int:
+    """Wait until no Ray process started from here is alive; return how many are still left."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        left = [proc for proc in ray_processes() if proc.is_running() and proc.status() != "zombie"]
+        if not left or time.monotonic() > deadline:
+            return len(left)
+        time.sleep(0.2)
+
+
+# --- watching replicas -------------------------------------------------------------------------
+
+def running_replicas(app_name: str = APP_NAME, deployment_name: str = DEPLOYMENT_NAME) -> int:
+    """How many replicas of the deployment Serve reports as RUNNING right now."""
+    from ray import serve
+
+    application = serve.status().applications.get(app_name)
+    if application is None or deployment_name not in application.deployments:
+        return 0
+    states = application.deployments[deployment_name].replica_states
+    return sum(count for state, count in states.items() if str(getattr(state, "value", state)) == "RUNNING")
+
+
+@dataclass
+class ReplicaWatcher:
+    """Poll :func:`running_replicas` in a background thread while a load test runs.
+
+    Use as a context manager; afterwards ``timeline`` holds ``(seconds, replicas)``
+    pairs and ``max_seen`` the largest replica count observed.
+    """
+
+    interval_s: float = 0.5
+    app_name: str = APP_NAME
+    deployment_name: str = DEPLOYMENT_NAME
+    timeline: list = field(default_factory=list)
+
+    def __post_init__(self):
+        self._stop = threading.Event()
+        self._thread = None
+
+    @property
+    def max_seen(self) -> int:
+        """The most RUNNING replicas seen at any poll (0 before the first poll)."""
+        return max((count for _, count in self.timeline), default=0)
+
+    def _poll(self):
+        start = time.perf_counter()
+        while True:
+            try:
+                count = running_replicas(self.app_name, self.deployment_name)
+            except Exception:  # a status call can fail while Serve is busy; try again next tick
+                count = None
+            if count is not None:
+                self.timeline.append((time.perf_counter() - start, count))
+            if self._stop.wait(self.interval_s):
+                return
+
+    def __enter__(self):
+        self._thread = threading.Thread(target=self._poll, name="replica-watcher", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(timeout=10)
+        return False

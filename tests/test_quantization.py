@@ -1,0 +1,147 @@
+"""Unit tests of helpers.quantization on tiny random Llama models."""
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+from transformers import BitsAndBytesConfig, LlamaConfig, LlamaForCausalLM
+
+from helpers import metrics, quantization
+from helpers.exercises import nb05
+
+
+def tiny_llama(seed: int = 0, hidden: int = 64, intermediate: int = 128) -> LlamaForCausalLM:
+    torch.manual_seed(seed)
+    config = LlamaConfig(hidden_size=hidden, intermediate_size=intermediate, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, vocab_size=128, tie_word_embeddings=True)
+    return LlamaForCausalLM(config).eval()
+
+
+class WordTokenizer:
+    """Maps each whitespace-separated word to an id below 128."""
+
+    def __call__(self, text, return_tensors=None):
+        ids = [sum(map(ord, word)) % 128 for word in text.split()]
+        return SimpleNamespace(input_ids=torch.tensor([ids]) if return_tensors == "pt" else ids)
+
+
+def test_block_linears_skip_embeddings_and_head():
+    names = list(quantization.block_linears(tiny_llama()))
+    assert len(names) == 14 and not any("lm_head" in name for name in names)
+
+
+def test_dynamic_int8_packs_block_weights_and_keeps_outputs_close():
+    model = tiny_llama()
+    quantized = quantization.dynamic_int8(model)
+    assert type(quantized.model.layers[0].mlp.up_proj).__name__ != "Linear" or \
+        not isinstance(quantized.model.layers[0].mlp.up_proj, torch.nn.Linear)
+    assert isinstance(quantized.lm_head, torch.nn.Linear)  # left in fp32
+    # model_bytes cannot see the packed weights; storage_bytes adds them
+    assert metrics.model_bytes(quantized) < metrics.model_bytes(model) * 0.7
+    split = quantization.parameter_split(model)
+    # one byte per block weight (one scale per tensor), embeddings and norms still fp32
+    expected = split["projection_weights"] + split["other_parameters"] * 4
+    assert quantization.storage_bytes(quantized) == pytest.approx(expected, rel=0.005)
+    ids = torch.randint(0, 128, (1, 10))
+    with torch.no_grad():
+        reference, approximate = model(ids).logits, quantized(ids).logits
+    assert torch.allclose(reference, approximate, atol=0.05)
+
+
+def test_expected_bytes_arithmetic():
+    split = {"projection_weights": 64 * 256 * 10, "output_rows": 100, "other_parameters": 1000}
+    weights = split["projection_weights"]
+    assert quantization.expected_bytes(split, "fp32") == weights * 4 + 4000
+    assert quantization.expected_bytes(split, "bf16") == weights * 2 + 2000
+    assert quantization.expected_bytes(split, "int8") == weights + 400 + 4000
+    assert quantization.expected_bytes(split, "nf4") == weights / 2 + weights / 64 * 4 + 4000
+    assert quantization.expected_bytes(split, "nf4_double") == weights / 2 + weights / 64 + 10 * 4 + 4000
+    with pytest.raises(ValueError, match="Unknown scheme"):
+        quantization.expected_bytes(split, "int3")
+
+
+def test_bits_per_weight_matches_qlora():
+    assert quantization.bits_per_weight("nf4") == pytest.approx(4.5)
+    saved = quantization.bits_per_weight("nf4") - quantization.bits_per_weight("nf4_double")
+    assert saved == pytest.approx(0.373, abs=0.001)  # QLoRA: "0.37 bits per parameter"
+
+
+@pytest.mark.parametrize("scheme, config", [
+    ("int8", BitsAndBytesConfig(load_in_8bit=True)),
+    ("nf4", BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4")),
+    ("nf4_double", BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                                      bnb_4bit_use_double_quant=True)),
+])
+def test_model_bytes_counts_bitsandbytes_storage(tmp_path, scheme, config):
+    model = tiny_llama()
+    split = quantization.parameter_split(model)
+    model.save_pretrained(tmp_path)
+    quantization.quiet_bitsandbytes()
+    quantized = LlamaForCausalLM.from_pretrained(tmp_path, quantization_config=config, device_map="cpu",
+                                                 dtype=torch.float32)
+    quantized(torch.randint(0, 128, (1, 6)))  # LLM.int8 moves its row scales at the first call
+    measured = quantization.storage_bytes(quantized)
+    expected = quantization.expected_bytes(split, scheme)
+    # on top: each layer's own copy of the 16-entry NF4 (and 256-entry nested) code table, rotary buffers
+    layers = len(quantization.block_linears(quantized))
+    assert expected <= measured <= expected + layers * (1024 + 64 + 4) + 256
+    if scheme != "int8":
+        assert metrics.model_bytes(quantized) == measured
+
+
+def test_linear_layer_timings_shape():
+    model = tiny_llama()
+    layers = {"fp32": model.model.layers[0].mlp.up_proj,
+              "bf16": torch.nn.Linear(64, 128).to(torch.bfloat16)}
+    timings = quantization.linear_layer_timings(layers, tokens=(1, 4), repeats=2)
+    assert set(timings) == {"fp32", "bf16"} and set(timings["fp32"]) == {1, 4}
+    with pytest.raises(ValueError, match="same projection"):
+        quantization.linear_layer_timings({"a": torch.nn.Linear(3, 2), "b": torch.nn.Linear(4, 2)})
+
+
+class FakeLlama:
+    """Stands in for llama_cpp.Llama: logits come from a Hugging Face model."""
+
+    def __init__(self, model):
+        self.model, self.n_tokens, self.scores = model, 0, None
+
+    def reset(self):
+        self.n_tokens, self.scores = 0, None
+
+    def eval(self, tokens):
+        with torch.no_grad():
+            self.scores = self.model(torch.tensor([tokens])).logits[0].numpy()
+        self.n_tokens = len(tokens)
+
+
+def test_gguf_perplexity_uses_the_same_windows_as_metrics_perplexity():
+    model, tokenizer = tiny_llama(), WordTokenizer()
+    texts = [" ".join(f"w{i % 17}x{i % 5}" for i in range(70)), "short text here"]
+    expected = metrics.perplexity(model, tokenizer, texts, max_length=16, progress=False)
+    measured = quantization.gguf_perplexity(FakeLlama(model), tokenizer, texts, max_length=16, progress=False)
+    assert measured == pytest.approx(expected, rel=1e-4)
+
+
+def test_gguf_row_is_optional():
+    assert quantization.gguf_available() in (True, False)
+    if not quantization.gguf_available():
+        with pytest.raises(ImportError, match="pip install llama-cpp-python"):
+            quantization.load_gguf("missing.gguf")
+
+
+def test_comparison_table_marks_skipped_rows():
+    rows = [{"name": "fp32", "bytes": 4e6, "perplexity": 10.0, "tokens_per_s": 20.0},
+            {"name": "nf4", "bytes": 1e6, "perplexity": 11.0, "tokens_per_s": 25.0},
+            {"name": "gguf", "skipped": "not installed"}]
+    table = quantization.comparison_table(rows)
+    assert "| nf4 | 1 | 0.25 | 11.00 | 1.100 | 25.0 |" in table
+    assert "skipped: not installed" in table
+
+
+def test_exercise_checks():
+    assert nb05.check_05_1(4.127) is True
+    assert nb05.check_05_1(4.5) is False
+    assert nb05.check_05_2(10.0, memory_bandwidth_gb_s=2.0, model_bytes=200e6) is True
+    assert nb05.check_05_2(40.0, memory_bandwidth_gb_s=2.0, model_bytes=200e6) is False
+    assert nb05.check_05_3(7e9 * 4.127 / 8) is True
+    assert nb05.check_05_3(3.5e9 * 2) is False

@@ -1,0 +1,226 @@
+import json
+import time
+
+import pytest
+
+from helpers import serving
+from helpers.serving import RequestError, ServingConfig
+
+
+def parse(body, default=16, limit=64):
+    return serving.parse_request(body, default_max_new_tokens=default, max_new_tokens_limit=limit)
+
+
+# --- request validation ----------------------------------------------------------------------
+
+def test_good_request_from_bytes_str_and_dict():
+    for body in (b'{"prompt": "Hi there", "max_new_tokens": 8}', '{"prompt": "Hi there", "max_new_tokens": 8}',
+                 {"prompt": "Hi there", "max_new_tokens": 8}):
+        assert parse(body) == serving.GenerationRequest("Hi there", 8)
+
+
+def test_max_new_tokens_defaults_and_bounds_are_inclusive():
+    assert parse({"prompt": "x"}).max_new_tokens == 16
+    assert parse({"prompt": "x", "max_new_tokens": 1}).max_new_tokens == 1
+    assert parse({"prompt": "x", "max_new_tokens": 64}).max_new_tokens == 64
+
+
+@pytest.mark.parametrize("body, status, words", [
+    (b"{not json", 400, "not valid JSON"),
+    (b"", 400, "empty"),
+    (b"\xff\xfe", 400, "UTF-8"),
+    (b'["a list"]', 400, "JSON object"),
+    (b'{"max_new_tokens": 8}', 422, "Missing field 'prompt'"),
+    (b'{"prompt": 42}', 422, "'prompt' must be a string, got a number"),
+    (b'{"prompt": null}', 422, "got null"),
+    (b'{"prompt": "   "}', 422, "'prompt' is empty"),
+    (b'{"prompt": "x", "max_new_tokens": 65}', 422, "between 1 and 64, got 65"),
+    (b'{"prompt": "x", "max_new_tokens": 0}', 422, "between 1 and 64, got 0"),
+    (b'{"prompt": "x", "max_new_tokens": "16"}', 422, "must be an integer from 1 to 64, got a string"),
+    (b'{"prompt": "x", "max_new_tokens": 2.5}', 422, "got a number"),
+    (b'{"prompt": "x", "max_new_tokens": true}', 422, "got a boolean"),
+    (b'{"prompt": "x", "max_tokens": 8}', 422, "Unknown field(s): 'max_tokens'"),
+])
+def test_bad_requests_get_a_4xx_with_a_clear_message(body, status, words):
+    with pytest.raises(RequestError) as caught:
+        parse(body)
+    assert caught.value.status == status
+    assert words in caught.value.message
+
+
+def test_oversize_prompt_is_refused():
+    with pytest.raises(RequestError, match="limit is 4000"):
+        parse({"prompt": "x" * 4001})
+
+
+# --- request handling without Ray --------------------------------------------------------------
+
+class DictCache:
+    """Exact-match stand-in with SemanticCache's get/put signature."""
+
+    def __init__(self):
+        self.store = {}
+
+    def get(self, prompt, namespace="default"):
+        return self.store.get((namespace, prompt))
+
+    def put(self, prompt, response, namespace="default"):
+        self.store[(namespace, prompt)] = response
+
+
+def test_handle_request_answers_with_replica_and_timing():
+    config = ServingConfig(backend="echo", default_max_new_tokens=4, max_new_tokens_limit=8)
+    ticks = iter([10.0, 10.25])
+    status, payload = serving.handle_request(b'{"prompt": "one two three four five six"}', serving.EchoGenerator(),
+                                             config, replica="r1", pid=7, clock=lambda: next(ticks))
+    assert status == 200
+    assert payload == {"text": "one two three four", "new_tokens": 4, "seconds": 0.25, "replica": "r1", "pid": 7,
+                       "cached": False}
+
+
+def test_handle_request_turns_bad_input_into_status_and_error_body():
+    config = ServingConfig(backend="echo", default_max_new_tokens=4, max_new_tokens_limit=8)
+    status, payload = serving.handle_request(b'{"prompt": "x", "max_new_tokens": 9}', serving.EchoGenerator(),
+                                             config, replica="r1")
+    assert status == 422 and payload["status"] == 422 and "between 1 and 8" in payload["error"]
+
+
+def test_handle_request_reports_generator_errors_as_500():
+    def broken(prompt, max_new_tokens):
+        raise RuntimeError("out of memory")
+
+    status, payload = serving.handle_request({"prompt": "x"}, broken, ServingConfig(backend="echo"), replica="r")
+    assert status == 500 and "RuntimeError: out of memory" in payload["error"]
+
+
+def test_cache_hit_skips_generation_and_is_keyed_by_length():
+    calls = []
+
+    def counting(prompt, max_new_tokens):
+        calls.append(prompt)
+        return f"answer to {prompt}", 3
+
+    cache, config = DictCache(), ServingConfig(backend="echo")
+    first = serving.handle_request({"prompt": "q", "max_new_tokens": 4}, counting, config, "r", cache=cache)[1]
+    second = serving.handle_request({"prompt": "q", "max_new_tokens": 4}, counting, config, "r", cache=cache)[1]
+    other_length = serving.handle_request({"prompt": "q", "max_new_tokens": 5}, counting, config, "r", cache=cache)[1]
+    assert calls == ["q", "q"]
+    assert (first["cached"], second["cached"], other_length["cached"]) == (False, True, False)
+    assert second["text"] == first["text"] and second["new_tokens"] == 0
+
+
+def test_cache_is_off_by_default():
+    assert ServingConfig().semantic_cache is False
+    assert serving.make_cache(ServingConfig()) is None
+
+
+# --- configuration -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kwargs, words", [
+    ({"num_replicas": 0}, "num_replicas must be a positive integer"),
+    ({"threads_per_replica": 1.5}, "threads_per_replica"),
+    ({"max_queued_requests": -2}, "max_queued_requests"),
+    ({"default_max_new_tokens": 200}, "above max_new_tokens_limit"),
+    ({"backend": "gpt"}, "backend must be one of"),
+    ({"autoscaling": {"min_replicas": 3, "max_replicas": 2}}, "min_replicas <= max_replicas"),
+])
+def test_bad_configs_say_what_to_fix(kwargs, words):
+    with pytest.raises(ValueError, match=words):
+        ServingConfig(**kwargs)
+
+
+def test_deployment_options_fixed_and_autoscaling():
+    fixed = serving.deployment_options(ServingConfig(num_replicas=2, threads_per_replica=1, max_queued_requests=4))
+    assert fixed == {"num_replicas": 2, "max_ongoing_requests": 2, "max_queued_requests": 4,
+                     "ray_actor_options": {"num_cpus": 1}}
+    scaling = {"min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 1}
+    auto = serving.deployment_options(ServingConfig(threads_per_replica=2, autoscaling=scaling))
+    assert "num_replicas" not in auto and auto["autoscaling_config"] == scaling
+    assert auto["ray_actor_options"] == {"num_cpus": 2}
+
+
+def test_from_args_converts_command_line_strings():
+    config = ServingConfig.from_args({"num_replicas": "2", "exact_length": "true", "echo_delay_s": "0.5",
+                                      "backend": "echo", "autoscaling": '{"min_replicas": 1, "max_replicas": 3}',
+                                      "llm_name": "none"})
+    assert (config.num_replicas, config.exact_length, config.echo_delay_s) == (2, True, 0.5)
+    assert config.autoscaling == {"min_replicas": 1, "max_replicas": 3} and config.llm_name is None
+    assert 1 <= config.default_max_new_tokens <= config.max_new_tokens_limit
+    with pytest.raises(ValueError, match="Unknown serving argument"):
+        ServingConfig.from_args({"replicas": 2})
+
+
+def test_echo_generator_respects_max_new_tokens():
+    assert serving.EchoGenerator()("a b c d", 2) == ("a b", 2)
+
+
+def test_llm_generator_with_a_tiny_model(monkeypatch, tiny_llama, llm_tokenizer):
+    from helpers import models
+
+    monkeypatch.setattr(models, "load_llm", lambda name=None: (tiny_llama, llm_tokenizer))
+    generate = serving.LLMGenerator(threads=1, exact_length=True)
+    text, new_tokens = generate("Where is my invoice?", 5)
+    assert new_tokens == 5 and isinstance(text, str)
+
+
+def test_free_port_is_free():
+    assert serving.port_is_free(serving.free_port())
+
+
+# --- a real Serve app on 127.0.0.1 (fake model) -------------------------------------------------
+
+def test_real_serve_app_answers_refuses_and_shuts_down():
+    pytest.importorskip("ray.serve")
+    import httpx
+
+    start = time.perf_counter()
+    url = serving.start_serve(num_cpus=1)
+    port = int(url.rsplit(":", 1)[1])
+    try:
+        assert url.startswith("http://127.0.0.1:")
+        serving.deploy(ServingConfig(backend="echo", num_replicas=1, default_max_new_tokens=3,
+                                     max_new_tokens_limit=8))
+        good = httpx.post(url + "/", json={"prompt": "alpha beta gamma delta"}, timeout=30)
+        assert good.status_code == 200
+        assert good.json()["text"] == "alpha beta gamma" and good.json()["replica"]
+        missing = httpx.post(url + "/", json={"max_new_tokens": 2}, timeout=30)
+        assert missing.status_code == 422 and "Missing field 'prompt'" in missing.json()["error"]
+        too_long = httpx.post(url + "/", json={"prompt": "x", "max_new_tokens": 9}, timeout=30)
+        assert too_long.status_code == 422 and "between 1 and 8" in too_long.json()["error"]
+        broken = httpx.post(url + "/", content=b"{oops", timeout=30)
+        assert broken.status_code == 400 and "not valid JSON" in broken.json()["error"]
+        assert httpx.get(url + serving.HEALTH_PATH, timeout=30).status_code == 200
+        assert httpx.get(url + "/", timeout=30).status_code == 405
+        assert serving.running_replicas() == 1
+        # Replacing the app must not wait forever for the CPU the old replica holds.
+        serving.deploy(ServingConfig(backend="echo", num_replicas=1, default_max_new_tokens=1))
+        again = httpx.post(url + "/", json={"prompt": "alpha beta"}, timeout=30)
+        assert again.status_code == 200 and again.json()["text"] == "alpha"
+    finally:
+        serving.stop_serve()
+    assert serving.ray_processes() == []
+    assert serving.port_is_free(port)
+    assert time.perf_counter() - start < 120  # ~30 s on an idle 2-core machine
+    serving.stop_serve()  # a second call is harmless
+    with pytest.raises(RuntimeError, match="start_serve"):
+        serving.deploy(ServingConfig(backend="echo"))
+
+
+def test_json_bodies_round_trip():
+    assert json.loads(json.dumps(serving.error_response(422, "x"))) == {"error": "x", "status": 422}
+
+
+# --- exercise checks of notebook 09 ---------------------------------------------------------------
+
+def test_exercise_checks(capsys):
+    from helpers.exercises import check_09_1, check_09_2, check_09_3
+
+    assert check_09_1(2 / 0.8, replicas=2, seconds_per_request=0.8) is True
+    assert check_09_1(1 / 0.8, replicas=2, seconds_per_request=0.8) is False
+    assert check_09_1(None, replicas=2, seconds_per_request=0.8) is False
+    assert check_09_2(5, replicas=2, max_ongoing_requests=1, max_queued_requests=3) is True
+    assert check_09_2(3, replicas=2, max_ongoing_requests=1, max_queued_requests=3) is False
+    assert check_09_2(5.0, replicas=2, max_ongoing_requests=1, max_queued_requests=3) is False
+    assert check_09_3(3, current_pods=2, current_cpu_percent=95, target_cpu_percent=70) is True
+    assert check_09_3(2, current_pods=2, current_cpu_percent=95, target_cpu_percent=70) is False
+    assert "Not yet" in capsys.readouterr().out
