@@ -272,9 +272,7 @@ def train_sequence_classifier(model, tokenizer, tickets: Sequence[Ticket], epoch
         for epoch in range(epochs):
             for batch_indices in torch.randperm(len(tickets), generator=generator).split(batch_size):
                 rows = batch_indices.tolist()
-                batch = tokenizer.pad({"input_ids": [encoded["input_ids"][i] for i in rows],
-                                       "attention_mask": [encoded["attention_mask"][i] for i in rows]},
-                                      return_tensors="pt").to(device)
+                batch = _pad_batch([encoded["input_ids"][i] for i in rows], tokenizer.pad_token_id, device)
                 logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
                 labels = label_ids[batch_indices].to(device)
                 if loss_fn is None:
@@ -291,6 +289,36 @@ def train_sequence_classifier(model, tokenizer, tickets: Sequence[Ticket], epoch
                 bar.update()
     model.eval()
     return losses
+
+
+def _pad_batch(sequences: Sequence[Sequence[int]], pad_token_id: int, device) -> dict:
+    """Right-pad token id lists into ``input_ids`` and ``attention_mask`` tensors."""
+    import torch
+
+    width = max(len(ids) for ids in sequences)
+    input_ids = torch.full((len(sequences), width), pad_token_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, ids in enumerate(sequences):
+        input_ids[row, :len(ids)] = torch.tensor(ids)
+        attention_mask[row, :len(ids)] = 1
+    return {"input_ids": input_ids.to(device), "attention_mask": attention_mask.to(device)}
+
+
+def _quiet_transformers():
+    """A context manager that silences transformers' load reports (we print our own summary)."""
+    import contextlib
+
+    from transformers.utils import logging as transformers_logging
+
+    @contextlib.contextmanager
+    def quiet():
+        previous = transformers_logging.get_verbosity()
+        transformers_logging.set_verbosity_error()
+        try:
+            yield
+        finally:
+            transformers_logging.set_verbosity(previous)
+    return quiet()
 
 
 def classifier_logits(model, tokenizer, texts: Sequence[str], batch_size: int = 64, progress: bool = False):
@@ -334,8 +362,9 @@ def new_ticket_classifier(source: str | None = None, seed: int = 0):
     id2label, label2id = label_maps()
     torch.manual_seed(seed)
     tokenizer = AutoTokenizer.from_pretrained(source)
-    model = AutoModelForSequenceClassification.from_pretrained(
-        source, num_labels=len(LABELS), id2label=id2label, label2id=label2id, use_safetensors=True)
+    with _quiet_transformers():  # the new head is reported as "missing from the checkpoint", as expected
+        model = AutoModelForSequenceClassification.from_pretrained(
+            source, num_labels=len(LABELS), id2label=id2label, label2id=label2id, use_safetensors=True)
     return model.to(config.device()), tokenizer
 
 
@@ -367,7 +396,8 @@ def load_or_train_ticket_classifier(epochs: int | None = None, seed: int = 0, re
     recipe_file = cache_path / "workbook_recipe.json"
     if not retrain and recipe_file.exists() and json.loads(recipe_file.read_text(encoding="utf-8")) == recipe:
         tokenizer = AutoTokenizer.from_pretrained(cache_path)
-        model = AutoModelForSequenceClassification.from_pretrained(cache_path, use_safetensors=True)
+        with _quiet_transformers():
+            model = AutoModelForSequenceClassification.from_pretrained(cache_path, use_safetensors=True)
         print(f"Loaded the ticket classifier from {cache_path} ({epochs} epochs, seed {seed}).")
         return model.to(config.device()).eval(), tokenizer
     model, tokenizer = new_ticket_classifier(source, seed=seed)

@@ -67,6 +67,15 @@ LABEL_KEYWORDS: dict[str, tuple[str, ...]] = {
 UNKNOWN = "unknown"
 PRIORITIES: tuple[str, ...] = ("low", "medium", "high")
 
+#: Lumen Cloud's triage rule for the JSON examples: the tickets carry no priority, so the few-shot
+#: examples show a priority that follows from the label (accounts at risk first, wishes last).
+PRIORITY_BY_LABEL: dict[str, str] = {
+    "security_report": "high", "login": "high", "sync_issue": "high",
+    "password_reset": "medium", "bug_report": "medium", "billing": "medium", "refund": "medium",
+    "data_export": "medium", "sharing_permissions": "medium",
+    "cancel": "low", "plan_upgrade": "low", "feature_request": "low",
+}
+
 
 # --- prompts ---------------------------------------------------------------------------------
 
@@ -452,19 +461,19 @@ def json_bare_prompt(ticket_text: str) -> str:
 
 
 def json_messages(ticket_text: str, examples: Sequence, labels: Sequence[str] = LABELS,
-                  priorities: Sequence[str] = PRIORITIES, example_priority: str = "medium") -> list[dict]:
+                  priorities: Sequence[str] = PRIORITIES, descriptions: bool = False) -> list[dict]:
     """A chat that asks for the triage JSON: instructions with the exact format, the label list, and
-    the ``examples`` answered in that format (their priority is ``example_priority``: the data set
-    has no priority labels, so the examples teach the format, not the priority)."""
+    the ``examples`` answered in that format (their priority follows :data:`PRIORITY_BY_LABEL`)."""
     system = (f"You sort support tickets for {COMPANY}.\n"
-              f"Allowed labels:\n{label_list_text(labels, descriptions=True)}\n"
+              f"Allowed labels:\n{label_list_text(labels, descriptions)}\n"
               f"Priority is one of: {', '.join(priorities)}.\n"
               f"Reply with one JSON object and nothing else, exactly in this format:\n{triage_schema_text()}")
     messages = [{"role": "system", "content": system}]
     for example in examples:
         messages.append({"role": "user", "content": f"Ticket: {example.text}"})
         messages.append({"role": "assistant",
-                         "content": json.dumps({"label": example.label, "priority": example_priority})})
+                         "content": json.dumps({"label": example.label,
+                                                "priority": PRIORITY_BY_LABEL.get(example.label, "medium")})})
     messages.append({"role": "user", "content": f"Ticket: {ticket_text}"})
     return messages
 

@@ -26,6 +26,22 @@ from torch import nn
 from torch.nn.utils import prune
 from tqdm.auto import tqdm
 
+# Sparsities of the perplexity-vs-sparsity sweep: every point costs one perplexity pass per method.
+SWEEP_SPARSITIES = {"quick": (0.0, 0.1, 0.3, 0.5, 0.6, 0.7),
+                    "full": (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)}
+# Tokens per calibration window (the paper: 2,048). 64 windows of 256 tokens (full profile) fit in the
+# training tickets; longer windows would not.
+CALIBRATION_WINDOW_TOKENS = 256
+# Fraction of every MLP's intermediate neurons removed in the structured-pruning demo.
+STRUCTURED_MLP_FRACTION = 0.25
+
+
+def sweep_sparsities(profile_name: str) -> tuple[float, ...]:
+    """The sparsities swept in the quick or full profile."""
+    if profile_name not in SWEEP_SPARSITIES:
+        raise ValueError(f"Unknown profile {profile_name!r}; use one of {', '.join(SWEEP_SPARSITIES)}.")
+    return SWEEP_SPARSITIES[profile_name]
+
 
 # --- which layers ----------------------------------------------------------------------
 

@@ -151,8 +151,11 @@ def expected_bytes(split: dict[str, int], scheme: str, other_bytes_per_parameter
 
     ``scheme``: ``fp32``, ``bf16``, ``int8`` (LLM.int8: 1 byte per weight + one fp32
     scale per output row), ``nf4`` (half a byte per weight + one fp32 scale per block
-    of 64) or ``nf4_double`` (the block scales themselves in 8 bits, with one fp32
-    scale per 256 of them). Embeddings and norms stay at ``other_bytes_per_parameter``.
+    of 64), ``nf4_double`` (the block scales themselves in 8 bits, with one fp32
+    scale per 256 of them) or ``nf4_cpu_packed`` (the layout bitsandbytes switches to at
+    the first forward pass on CPUs with AVX-512-BF16: 4-bit weights with one bf16 scale
+    per block, double quantization undone). Embeddings and norms stay at
+    ``other_bytes_per_parameter``.
     """
     weights, rows, other = split["projection_weights"], split["output_rows"], split["other_parameters"]
     blocks = math.ceil(weights / NF4_BLOCK_SIZE)
@@ -162,12 +165,24 @@ def expected_bytes(split: dict[str, int], scheme: str, other_bytes_per_parameter
         "int8": weights * 1.0 + rows * 4.0,
         "nf4": weights * 0.5 + blocks * 4.0,
         "nf4_double": weights * 0.5 + blocks * 1.0 + math.ceil(blocks / DOUBLE_QUANT_BLOCK_SIZE) * 4.0,
+        "nf4_cpu_packed": weights * 0.5 + blocks * 2.0,
     }
     if scheme not in per_scheme:
         raise ValueError(f"Unknown scheme {scheme!r}; use one of {', '.join(per_scheme)}.")
     if scheme == "bf16":
         other_bytes_per_parameter = 2.0
     return per_scheme[scheme] + other * other_bytes_per_parameter
+
+
+def cpu_repacked(model) -> bool:
+    """True when bitsandbytes has re-laid out the model's 4-bit weights for its CPU kernel.
+
+    On CPUs with AVX-512-BF16, ``Linear4bit`` converts its weight at the first
+    inference call: a kernel-friendly packing, block scales in bf16, and nested
+    (double-quantized) scales expanded back to one bf16 scale per block.
+    """
+    return any(getattr(getattr(module.weight, "quant_state", None), "packing_format_for_cpu", False)
+               for module in model.modules() if isinstance(getattr(module, "weight", None), torch.Tensor))
 
 
 def bits_per_weight(scheme: str) -> float:

@@ -299,6 +299,40 @@ SAFE_SYSTEM_PROMPT = (
 )
 
 
+def split_sentences(text: str, min_words: int = 3) -> list[str]:
+    """Sentences and list/table lines of ``text``, each with at least ``min_words`` words."""
+    pieces = []
+    for line in text.splitlines():
+        for sentence in re.split(r"(?<=[.!?])\s+", line.strip()):
+            if len(sentence.split()) >= min_words:
+                pieces.append(sentence)
+    return pieces
+
+
+def compress_hits(question: str, hits: Sequence[Hit], embedder, max_sentences: int = 3) -> list[Hit]:
+    """The ``max_sentences`` sentences of ``hits`` most similar to ``question``, best first, as hits.
+
+    Context compression for small models: instead of whole chunks, the prompt gets only
+    the few sentences that look most relevant, each still labelled with its article.
+    ``score`` is the sentence's cosine similarity to the question.
+    """
+    _check_query(question)
+    if max_sentences < 1:
+        raise ValueError("max_sentences must be at least 1.")
+    candidates: dict[tuple[str, str], Hit] = {}
+    for hit in hits:
+        for sentence in split_sentences(hit.text):
+            candidates.setdefault((hit.doc_id, sentence), hit)  # overlapping chunks repeat sentences
+    if not candidates:
+        return []
+    keys = list(candidates)
+    vectors = embed_texts(embedder, [sentence for _, sentence in keys] + [question])
+    similarities = vectors[:-1] @ vectors[-1]
+    best = np.argsort(-similarities, kind="stable")[:max_sentences]
+    return [Hit(keys[i][0], keys[i][1], float(similarities[i]), candidates[keys[i]].chunk_index,
+                candidates[keys[i]].title) for i in best]
+
+
 def format_sources(hits: Sequence[Hit]) -> str:
     """Retrieved chunks as numbered sources: ``[1] kb-001 · title`` followed by the text."""
     blocks = []

@@ -26,6 +26,7 @@ import asyncio
 import atexit
 import json
 import os
+import re
 import socket
 import threading
 import time
@@ -88,7 +89,7 @@ class ServingConfig:
     exact_length: bool = False
     autoscaling: dict | None = None
     semantic_cache: bool = False
-    cache_threshold: float = 0.9
+    cache_threshold: float | None = None  # None: helpers.caching's own default
     cache_max_entries: int = 1024
     backend: str = "llm"
     echo_delay_s: float = 0.0
@@ -115,7 +116,7 @@ class ServingConfig:
                              f"max_new_tokens_limit ({self.max_new_tokens_limit}); lower it or raise the limit.")
         if self.backend not in BACKENDS:
             raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}.")
-        if not 0.0 < self.cache_threshold <= 1.0:
+        if self.cache_threshold is not None and not 0.0 < self.cache_threshold <= 1.0:
             raise ValueError(f"cache_threshold is a cosine similarity in (0, 1], got {self.cache_threshold!r}.")
         if self.echo_delay_s < 0:
             raise ValueError("echo_delay_s must be >= 0.")
@@ -148,20 +149,23 @@ class ServingConfig:
         converted = {}
         for name, value in args.items():
             kind = str(known[name].type)
-            if isinstance(value, str):
-                if kind == "int":
-                    value = int(value)
-                elif kind == "float":
-                    value = float(value)
+            if isinstance(value, str) and kind.endswith(" | None") and value.strip().lower() in ("", "none", "null"):
+                value = None
+            elif isinstance(value, str):
+                kind = kind.removesuffix(" | None")
+                if kind in ("int", "float"):
+                    try:
+                        value = int(value) if kind == "int" else float(value)
+                    except ValueError:
+                        raise ValueError(f"{name} must be {'an integer' if kind == 'int' else 'a number'}, "
+                                         f"got {value!r}.") from None
                 elif kind == "bool":
                     if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
                         raise ValueError(f"{name} must be true or false, got {value!r}.")
                     value = value.lower() in ("true", "1", "yes")
-                elif kind.startswith("dict"):
+                elif kind == "dict":
                     value = json.loads(value)
-                elif kind.startswith("str | None") and value.lower() in ("", "none", "null"):
-                    value = None
-            elif kind == "float" and isinstance(value, int) and not isinstance(value, bool):
+            elif kind.removesuffix(" | None") == "float" and isinstance(value, int) and not isinstance(value, bool):
                 value = float(value)
             converted[name] = value
         if "default_max_new_tokens" not in converted:
@@ -374,7 +378,10 @@ def make_cache(config: ServingConfig):
     except ImportError as error:
         raise ValueError("semantic_cache=True needs helpers.caching.SemanticCache; "
                          f"it could not be imported ({error}). Turn the cache off or install the workbook.") from None
-    return SemanticCache(threshold=config.cache_threshold, max_entries=config.cache_max_entries)
+    options = {"max_entries": config.cache_max_entries}
+    if config.cache_threshold is not None:
+        options["threshold"] = config.cache_threshold
+    return SemanticCache(**options)
 
 
 # --- the Serve replica --------------------------------------------------------------------------
@@ -585,6 +592,9 @@ def stop_serve(timeout_s: float = 30.0, quiet: bool = True) -> None:
             _stop_own_ray_processes()  # a straggler that ignored Ray's own shutdown
 
 
+_RAY_PROCESS = re.compile(r"ray::|[/\\]ray[/\\]|raylet|gcs_server")
+
+
 def ray_processes() -> list:
     """This process's descendants that belong to Ray (raylet, GCS, workers, ...)."""
     import psutil
@@ -595,7 +605,7 @@ def ray_processes() -> list:
             text = " ".join(child.cmdline()) + " " + child.name()
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             continue
-        if "ray" in text.lower():
+        if _RAY_PROCESS.search(text):
             found.append(child)
     return found
 

@@ -165,3 +165,4 @@ def test_exercise_checks():
     assert nb08.check_08_3(0.86, sims, same) is True
     assert nb08.check_08_3(0.84, sims, same) is False
     assert nb08.check_08_1(None) is False
+    assert nb08.check_08_3("high", sims, same) is False

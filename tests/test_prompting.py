@@ -203,7 +203,8 @@ def test_repair_json_never_invents_keys_and_keeps_text_without_braces():
 def test_json_prompts_and_retry():
     examples = [Ticket("charged twice", "refund")]
     messages = prompting.json_messages("t", examples)
-    assert json.loads(messages[2]["content"]) == {"label": "refund", "priority": "medium"}
+    assert json.loads(messages[2]["content"]) == {"label": "refund", "priority": prompting.PRIORITY_BY_LABEL["refund"]}
+    assert set(prompting.PRIORITY_BY_LABEL) == set(LABELS) and set(prompting.PRIORITY_BY_LABEL.values()) <= set(prompting.PRIORITIES)
     assert "priority" in prompting.json_bare_prompt("t") and "billing" not in prompting.json_bare_prompt("t")
     retry = prompting.retry_messages(messages, "oops", "not valid JSON")
     assert retry[:len(messages)] == messages and retry[-2] == {"role": "assistant", "content": "oops"}

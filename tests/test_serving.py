@@ -114,6 +114,39 @@ def test_cache_is_off_by_default():
     assert serving.make_cache(ServingConfig()) is None
 
 
+def test_make_cache_builds_the_workbook_semantic_cache():
+    caching = pytest.importorskip("helpers.caching")
+    default = serving.make_cache(ServingConfig(semantic_cache=True, cache_max_entries=10))
+    assert isinstance(default, caching.SemanticCache) and default.max_entries == 10
+    assert default.threshold == caching.DEFAULT_THRESHOLD
+    assert serving.make_cache(ServingConfig(semantic_cache=True, cache_threshold=0.8)).threshold == 0.8
+
+
+def test_handle_request_with_a_real_semantic_cache():
+    import numpy as np
+
+    caching = pytest.importorskip("helpers.caching")
+
+    class LetterCounts:  # a tiny deterministic embedder: texts with the same letters are "similar"
+        def encode(self, texts, **_options):
+            return np.array([[text.lower().count(letter) + 1e-3 for letter in "abcdefghijklmnopqrstuvwxyz"]
+                             for text in texts], dtype=np.float32)
+
+    calls = []
+
+    def counting(prompt, max_new_tokens):
+        calls.append(prompt)
+        return "Open Settings, then Security.", 5
+
+    cache = caching.SemanticCache(embedder=LetterCounts(), threshold=0.99)
+    config = ServingConfig(backend="echo", semantic_cache=True)
+    first = serving.handle_request({"prompt": "How do I reset my password?"}, counting, config, "r", cache=cache)[1]
+    again = serving.handle_request({"prompt": "how do I reset my password"}, counting, config, "r", cache=cache)[1]
+    other = serving.handle_request({"prompt": "Cancel plan"}, counting, config, "r", cache=cache)[1]
+    assert (first["cached"], again["cached"], other["cached"]) == (False, True, False)
+    assert len(calls) == 2 and again["text"] == first["text"]
+
+
 # --- configuration -----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("kwargs, words", [
@@ -142,12 +175,15 @@ def test_deployment_options_fixed_and_autoscaling():
 def test_from_args_converts_command_line_strings():
     config = ServingConfig.from_args({"num_replicas": "2", "exact_length": "true", "echo_delay_s": "0.5",
                                       "backend": "echo", "autoscaling": '{"min_replicas": 1, "max_replicas": 3}',
-                                      "llm_name": "none"})
+                                      "llm_name": "none", "cache_threshold": "0.8"})
     assert (config.num_replicas, config.exact_length, config.echo_delay_s) == (2, True, 0.5)
     assert config.autoscaling == {"min_replicas": 1, "max_replicas": 3} and config.llm_name is None
+    assert config.cache_threshold == 0.8 and ServingConfig.from_args({"cache_threshold": "none"}).cache_threshold is None
     assert 1 <= config.default_max_new_tokens <= config.max_new_tokens_limit
     with pytest.raises(ValueError, match="Unknown serving argument"):
         ServingConfig.from_args({"replicas": 2})
+    with pytest.raises(ValueError, match="num_replicas must be an integer"):
+        ServingConfig.from_args({"num_replicas": "two"})
 
 
 def test_echo_generator_respects_max_new_tokens():
@@ -192,6 +228,8 @@ def test_real_serve_app_answers_refuses_and_shuts_down():
         assert httpx.get(url + serving.HEALTH_PATH, timeout=30).status_code == 200
         assert httpx.get(url + "/", timeout=30).status_code == 405
         assert serving.running_replicas() == 1
+        names = " ".join(" ".join(proc.cmdline()) for proc in serving.ray_processes())
+        assert "raylet" in names and "gcs_server" in names  # so "none left" below means something
         # Replacing the app must not wait forever for the CPU the old replica holds.
         serving.deploy(ServingConfig(backend="echo", num_replicas=1, default_max_new_tokens=1))
         again = httpx.post(url + "/", json={"prompt": "alpha beta"}, timeout=30)

@@ -1,6 +1,7 @@
 """Exercise checks for notebook 08 (caching and batching)."""
 from __future__ import annotations
 
+import numbers
 from typing import Sequence
 
 from ._common import close, need_answer, verdict
@@ -32,14 +33,16 @@ def check_08_3(answer, similarities: Sequence[float], same: Sequence[bool]) -> b
     """A threshold that lets no different-meaning pair hit while keeping as many paraphrase hits as possible."""
     if need_answer(answer, "Write a threshold between 0 and 1, e.g. check_08_3(0.9, similarities, same)."):
         return False
+    if isinstance(answer, bool) or not isinstance(answer, numbers.Real):
+        return verdict(False, "", "The threshold must be a number between 0 and 1.")
     near_misses = [s for s, is_same in zip(similarities, same) if not is_same]
     paraphrases = [s for s, is_same in zip(similarities, same) if is_same]
     highest_near_miss = max(near_misses)
     best_recall = sum(s > highest_near_miss for s in paraphrases) / len(paraphrases)
     false_hits = sum(s >= answer for s in near_misses)
     recall = sum(s >= answer for s in paraphrases) / len(paraphrases)
-    return verdict(false_hits == 0 and recall == best_recall,
-                   f"No near-miss pair reaches {answer}; {recall:.0%} of paraphrases still hit. That is the "
+    return verdict(bool(false_hits == 0 and recall == best_recall),
+                   f"No near-miss pair reaches {answer:.4f}; {recall:.0%} of paraphrases still hit. That is the "
                    "price of zero false hits with this embedder.",
-                   f"At {answer}: {false_hits} near-miss pairs hit and {recall:.0%} of paraphrases hit. "
+                   f"At {answer:.4f}: {false_hits} near-miss pairs hit and {recall:.0%} of paraphrases hit. "
                    f"The most similar near-miss pair scores {highest_near_miss:.3f}: go just above it.")
