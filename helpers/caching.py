@@ -44,6 +44,29 @@ PREFIX_REQUESTS = {"quick": 2, "full": 8}
 PREFIX_ARTICLES = 2  # help-center articles in the shared system prompt (about 1,100 tokens)
 
 
+def rag_style_prompts(count: int, max_chars: int = 1000) -> list[str]:
+    """``count`` prompts made of the start of a help-center article and a question it answers.
+
+    One question per article, from the second article on (the first is a token-dense
+    price table); the excerpt is cut at a line break before ``max_chars`` characters,
+    which gives prompts of about 300 tokens.
+    """
+    from . import data
+
+    articles = {doc.id: doc for doc in data.load_kb()}
+    first_question = {}
+    for item in data.load_qa():
+        first_question.setdefault(item.doc_id, item)
+    items = list(first_question.values())[1: 1 + count]
+    if len(items) < count:
+        raise ValueError(f"Only {len(items)} articles have questions; ask for fewer prompts.")
+    prompts = []
+    for item in items:
+        excerpt = articles[item.doc_id].text[:max_chars].rsplit("\n", 1)[0]
+        prompts.append(f"Answer the question using this help-center article.\n\n{excerpt}\n\nQuestion: {item.question}")
+    return prompts
+
+
 def sizes() -> dict:
     """The KV-cache and prefix-cache sizes for the active profile."""
     name = config.profile().name

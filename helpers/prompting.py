@@ -491,3 +491,211 @@ def retry_messages(messages: Sequence[dict] | str, bad_answer: str, error: str) 
         {"role": "user", "content": f"That answer is not valid: {error}. Reply again with only the JSON object "
                                     f"in this format: {triage_schema_text()}"},
     ]
+
+
+def json_validity(answers: Sequence[str], labels: Sequence[str] = LABELS) -> dict:
+    """Rates over ``answers``: ``json_object`` (the answer alone parses as a JSON object), ``valid``
+    (passes :func:`validate_triage_json`) and ``valid_after_repair`` (passes it after
+    :func:`repair_json`), plus ``count``."""
+    if not answers:
+        raise ValueError("Pass at least one answer.")
+
+    def is_object(text: str) -> bool:
+        try:
+            return isinstance(json.loads(text.strip()), dict)
+        except json.JSONDecodeError:
+            return False
+
+    count = len(answers)
+    return {
+        "count": count,
+        "json_object": sum(is_object(answer) for answer in answers) / count,
+        "valid": sum(validate_triage_json(answer, labels).valid for answer in answers) / count,
+        "valid_after_repair": sum(validate_triage_json(repair_json(answer, labels), labels).valid
+                                  for answer in answers) / count,
+    }
+
+
+# --- comparing prompt variants ---------------------------------------------------------------
+
+@dataclass
+class VariantResult:
+    """One prompt variant measured on a ticket set: accuracy beside what it costs."""
+
+    name: str
+    method: str  # "generate" or "score"
+    predictions: list[str]
+    accuracy: float
+    prompt_tokens: float  # mean tokens the model reads per ticket
+    seconds_per_ticket: float  # wall time of the whole (batched) evaluation / tickets
+    answers: list[str] | None = None  # raw generated text, for "generate"
+    latency_s: float | None = None  # median seconds for one ticket alone (batch 1), see measure_latency
+
+
+def _accuracy(predictions: Sequence[str], tickets: Sequence) -> float:
+    from .metrics import accuracy
+
+    return accuracy(list(predictions), [ticket.label for ticket in tickets])
+
+
+def evaluate_generation(model, tokenizer, name: str, render, tickets: Sequence, max_new_tokens: int,
+                        batch_size: int = 16, progress: bool = True) -> VariantResult:
+    """Generate an answer for each ticket with ``render(ticket) -> prompt text``, parse it to a label
+    with :func:`parse_label` and score it against the ticket's label."""
+    prompts = [render(ticket) for ticket in tickets]
+    answers, seconds = generate(model, tokenizer, prompts, max_new_tokens, batch_size=batch_size, desc=name,
+                                progress=progress)
+    predictions = [parse_label(answer) for answer in answers]
+    return VariantResult(name, "generate", predictions, _accuracy(predictions, tickets),
+                         sum(count_tokens(tokenizer, p) for p in prompts) / len(prompts),
+                         seconds / len(tickets), answers=answers)
+
+
+def evaluate_scoring(model, tokenizer, name: str, render, tickets: Sequence, labels: Sequence[str] = LABELS,
+                     progress: bool = True) -> tuple[VariantResult, list[LabelScores]]:
+    """Label scoring for each ticket (sum of log-probabilities); returns the result and the raw
+    scores, so other read-outs (:func:`rescore`) cost nothing extra."""
+    prompts = [render(ticket) for ticket in tickets]
+    scores, seconds = score_tickets(model, tokenizer, prompts, labels, desc=name, progress=progress)
+    predictions = [pick_label(score, labels) for score in scores]
+    result = VariantResult(name, "score", predictions, _accuracy(predictions, tickets),
+                           sum(count_tokens(tokenizer, p) for p in prompts) / len(prompts), seconds / len(tickets))
+    return result, scores
+
+
+def rescore(result: VariantResult, name: str, scores: Sequence[LabelScores], tickets: Sequence,
+            labels: Sequence[str] = LABELS, normalise: str = "sum",
+            baseline: LabelScores | None = None) -> VariantResult:
+    """The same label scores read out another way (per-token mean, calibrated): same cost, new accuracy."""
+    predictions = [pick_label(score, labels, normalise, baseline) for score in scores]
+    return VariantResult(name, "score", predictions, _accuracy(predictions, tickets), result.prompt_tokens,
+                         result.seconds_per_ticket)
+
+
+def generation_classifier(model, tokenizer, render, max_new_tokens: int):
+    """``ticket -> label`` for one ticket at a time by generation (for latency measurements)."""
+    def classify(ticket) -> str:
+        answers, _ = generate(model, tokenizer, [render(ticket)], max_new_tokens, batch_size=1, progress=False)
+        return parse_label(answers[0])
+    return classify
+
+
+def scoring_classifier(model, tokenizer, render, labels: Sequence[str] = LABELS, normalise: str = "sum",
+                       baseline: LabelScores | None = None):
+    """``ticket -> label`` for one ticket at a time by label scoring (for latency measurements)."""
+    def classify(ticket) -> str:
+        return pick_label(score_candidates(model, tokenizer, render(ticket), labels), labels, normalise, baseline)
+    return classify
+
+
+def measure_latency(classify, tickets: Sequence, repeats: int = 3) -> float:
+    """Median seconds to classify one ticket alone (batch 1), over ``repeats`` different tickets after
+    one untimed warm-up; everything a request needs (example search, prompt, model) is inside."""
+    import itertools
+
+    from .metrics import measure
+
+    if not tickets:
+        raise ValueError("Pass at least one ticket to time.")
+    cycle = itertools.cycle(tickets)
+    return measure(lambda: classify(next(cycle)), repeats=repeats, warmup=1).median_s
+
+
+def variants_table(results: Sequence[VariantResult], sample_size: int | None = None) -> str:
+    """A Markdown table: accuracy, prompt tokens, batched seconds per ticket and batch-1 latency."""
+    lines = ["| variant | method | accuracy | prompt tokens | s/ticket (batched) | latency, batch 1 (s) |",
+             "|---|---|---|---|---|---|"]
+    for result in results:
+        latency = f"{result.latency_s:.2f}" if result.latency_s is not None else "—"
+        lines.append(f"| {result.name} | {result.method} | {result.accuracy:.1%} | {result.prompt_tokens:.0f} | "
+                     f"{result.seconds_per_ticket:.2f} | {latency} |")
+    if sample_size is not None:
+        lines.append(f"\n{sample_size} test tickets: one ticket is {1 / sample_size:.1%} of accuracy.")
+    return "\n".join(lines)
+
+
+_METHOD_COLORS = {"generate": "#4C72B0", "score": "#55A868"}
+
+
+def plot_variants(results: Sequence[VariantResult], goal: float | None = None, goal_label: str | None = None,
+                  path=None):
+    """Three aligned bar panels per variant: accuracy (with an optional goal line), prompt tokens and
+    batch-1 latency, so the price of every accuracy point is visible."""
+    from .plots import _pyplot
+
+    plt = _pyplot()
+    names = [result.name for result in results]
+    figure, axes = plt.subplots(1, 3, figsize=(11, 0.42 * len(results) + 1.6), sharey=True)
+    panels = [("accuracy", [r.accuracy for r in results], "{:.0%}"),
+              ("prompt tokens per ticket", [r.prompt_tokens for r in results], "{:.0f}"),
+              ("latency per ticket, batch 1 (s)", [r.latency_s or 0.0 for r in results], "{:.2f}")]
+    for axis, (title, values, fmt) in zip(axes, panels):
+        colors = [_METHOD_COLORS.get(result.method, "#999999") for result in results]
+        bars = axis.barh(names, values, color=colors)
+        axis.bar_label(bars, labels=[fmt.format(v) for v in values], fontsize=8, padding=2)
+        axis.set_title(title, fontsize=10)
+        axis.margins(x=0.25)
+    if goal is not None:
+        axes[0].axvline(goal, color="#C44E52", linestyle="--", label=goal_label)
+        axes[0].legend(fontsize=8, loc="lower right")
+    axes[0].invert_yaxis()
+    figure.suptitle("Prompt variants: accuracy and its cost (blue: generate, green: label scoring, "
+                    "grey: no LLM)", fontsize=11)
+    figure.tight_layout()
+    if path is not None:
+        figure.savefig(path, dpi=110)
+    return figure
+
+
+# --- rescuing invalid JSON -------------------------------------------------------------------
+
+def repair_and_retry(model, tokenizer, answers: Sequence[str], conversations: Sequence, prefill: str = "",
+                     max_new_tokens: int = 32, batch_size: int = 16, progress: bool = True) -> tuple[list[str], int]:
+    """Repair every answer; re-ask once, quoting the validator's error, for those still invalid; repair again.
+
+    ``conversations[i]`` is the prompt (string or chat messages) that produced ``answers[i]``;
+    ``prefill`` is written at the start of the retried answer, as in the first attempt. Returns the
+    final answers and how many needed a retry.
+    """
+    if len(answers) != len(conversations):
+        raise ValueError(f"{len(answers)} answers but {len(conversations)} conversations.")
+    final = [repair_json(answer) for answer in answers]
+    failed = [i for i, answer in enumerate(final) if not validate_triage_json(answer).valid]
+    prompts = [render_chat(tokenizer, retry_messages(conversations[i], answers[i],
+                                                     validate_triage_json(final[i]).error)) + prefill
+               for i in failed]
+    if prompts:
+        retried, _ = generate(model, tokenizer, prompts, max_new_tokens, batch_size=batch_size, desc="retry",
+                              progress=progress)
+        for i, text in zip(failed, retried):
+            final[i] = repair_json(prefill + text)
+    return final, len(failed)
+
+
+def json_outcome(answers: Sequence[str], final_answers: Sequence[str], tickets: Sequence, prompt_tokens: float,
+                 retried: int) -> dict:
+    """Everything the JSON comparison reports for one prompt: the rates of :func:`json_validity` for the
+    first answers, the valid rate after repair and retry, how many were retried, the label accuracy
+    of the final answers (an invalid answer counts as wrong) and the mean prompt tokens."""
+    from .metrics import accuracy
+
+    checks = [validate_triage_json(answer) for answer in final_answers]
+    return {
+        **json_validity(answers),
+        "valid_after_retry": sum(check.valid for check in checks) / len(checks),
+        "retried": retried,
+        "label_accuracy": accuracy([c.record["label"] if c.valid else "invalid" for c in checks],
+                                   [ticket.label for ticket in tickets]),
+        "prompt_tokens": prompt_tokens,
+    }
+
+
+def json_table(outcomes: dict[str, dict]) -> str:
+    """A Markdown table of :func:`json_outcome` results, one row per prompt."""
+    lines = ["| JSON prompt | prompt tokens | parses as an object | valid (schema) | after repair | "
+             "after repair + 1 retry | retried | label accuracy (final) |", "|---|---|---|---|---|---|---|---|"]
+    for name, row in outcomes.items():
+        lines.append(f"| {name} | {row['prompt_tokens']:.0f} | {row['json_object']:.0%} | {row['valid']:.0%} | "
+                     f"{row['valid_after_repair']:.0%} | {row['valid_after_retry']:.0%} | {row['retried']} | "
+                     f"{row['label_accuracy']:.0%} |")
+    return "\n".join(lines)

@@ -285,3 +285,15 @@ def test_default_threshold_is_the_one_the_data_chooses():
                                              [p["b"] for p in pairs])
     sweep = caching.threshold_sweep(similarities, [p["same"] for p in pairs])
     assert caching.choose_threshold(sweep, max_false_hit_rate=0.05)["threshold"] == caching.DEFAULT_THRESHOLD
+
+
+def test_rag_style_prompts_pair_an_excerpt_with_its_question():
+    from helpers import config
+
+    if not (config.DATA_DIR / "qa.jsonl").exists():
+        pytest.skip("needs data/qa.jsonl")
+    prompts = caching.rag_style_prompts(3, max_chars=600)
+    assert len(prompts) == 3 and len(set(prompts)) == 3
+    assert all("\n\nQuestion: " in prompt and len(prompt) < 600 + 300 for prompt in prompts)
+    with pytest.raises(ValueError, match="fewer"):
+        caching.rag_style_prompts(10_000)

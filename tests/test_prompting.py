@@ -210,3 +210,79 @@ def test_json_prompts_and_retry():
     assert retry[:len(messages)] == messages and retry[-2] == {"role": "assistant", "content": "oops"}
     assert "not valid JSON" in retry[-1]["content"]
     assert prompting.retry_messages("plain", "oops", "e")[0] == {"role": "user", "content": "plain"}
+
+
+def test_json_validity_rates():
+    answers = ['{"label": "refund", "priority": "high"}', "{'label': 'refund', 'priority': 'high'}",
+               '{"label": "refund"}', "no json here"]
+    rates = prompting.json_validity(answers)
+    assert rates == {"count": 4, "json_object": 0.5, "valid": 0.25, "valid_after_repair": 0.5}
+    with pytest.raises(ValueError):
+        prompting.json_validity([])
+
+
+# --- comparing variants ----------------------------------------------------------------------
+
+def test_evaluate_and_rescore_variants(tiny_llama, llm_tokenizer):
+    tickets = [Ticket("charged twice", "billing"), Ticket("cannot sign in", "login")]
+    render = lambda ticket: prompting.render_chat(llm_tokenizer, prompting.bare_prompt(ticket.text))  # noqa: E731
+    generated = prompting.evaluate_generation(tiny_llama, llm_tokenizer, "bare", render, tickets, max_new_tokens=2,
+                                              progress=False)
+    assert generated.method == "generate" and len(generated.answers) == 2
+    assert generated.accuracy == sum(p == t.label for p, t in zip(generated.predictions, tickets)) / 2
+    assert generated.prompt_tokens == pytest.approx(
+        sum(prompting.count_tokens(llm_tokenizer, render(t)) for t in tickets) / 2)
+
+    scored, scores = prompting.evaluate_scoring(tiny_llama, llm_tokenizer, "scored", render, tickets, progress=False)
+    assert scored.method == "score" and all(p in LABELS for p in scored.predictions) and len(scores) == 2
+    assert scored.predictions == [prompting.pick_label(s) for s in scores]
+    # Calibrating against the ticket's own scores leaves all labels tied at 0: the first label wins.
+    calibrated = prompting.rescore(scored, "calibrated", scores[:1], tickets[:1], baseline=scores[0])
+    assert calibrated.predictions == [LABELS[0]] and calibrated.prompt_tokens == scored.prompt_tokens
+
+    classify = prompting.scoring_classifier(tiny_llama, llm_tokenizer, render)
+    assert classify(tickets[0]) == scored.predictions[0]
+    assert prompting.generation_classifier(tiny_llama, llm_tokenizer, render, 2)(tickets[1]) == generated.predictions[1]
+
+
+def test_measure_latency_cycles_through_tickets():
+    seen = []
+    seconds = prompting.measure_latency(seen.append, ["a", "b"], repeats=3)
+    assert seen == ["a", "b", "a", "b"] and seconds >= 0
+    with pytest.raises(ValueError):
+        prompting.measure_latency(seen.append, [])
+
+
+def test_variants_table_and_plot(tmp_path):
+    rows = [prompting.VariantResult("bare", "generate", ["x"], 0.25, 60.0, 0.5, latency_s=0.4),
+            prompting.VariantResult("scored", "score", ["y"], 0.75, 300.0, 0.2)]
+    table = prompting.variants_table(rows, sample_size=48)
+    assert "| bare | generate | 25.0% | 60 | 0.50 | 0.40 |" in table and "| — |" in table and "2.1%" in table
+    figure = prompting.plot_variants(rows, goal=0.4, goal_label="goal", path=tmp_path / "v.png")
+    assert (tmp_path / "v.png").stat().st_size > 0 and len(figure.axes) == 3
+
+
+def test_repair_and_retry_only_re_asks_what_repair_cannot_fix(monkeypatch, llm_tokenizer):
+    asked = []
+
+    def fake_generate(model, tokenizer, prompts, max_new_tokens, batch_size=16, desc="", progress=True):
+        asked.extend(prompts)
+        return ['refund", "priority": "high"}'] * len(prompts), 0.0
+
+    monkeypatch.setattr(prompting, "generate", fake_generate)
+    answers = ["{'label': 'billing', 'priority': 'low'}", "I think it is a refund."]
+    conversations = ["first ticket", [{"role": "user", "content": "second ticket"}]]
+    final, retried = prompting.repair_and_retry(None, llm_tokenizer, answers, conversations,
+                                                prefill=prompting.JSON_PREFILL)
+    assert retried == 1 and len(asked) == 1
+    assert "second ticket" in asked[0] and "not valid JSON" in asked[0] and asked[0].endswith(prompting.JSON_PREFILL)
+    assert [prompting.validate_triage_json(a).record["label"] for a in final] == ["billing", "refund"]
+    with pytest.raises(ValueError):
+        prompting.repair_and_retry(None, llm_tokenizer, answers, conversations[:1])
+
+    tickets = [Ticket("a", "billing"), Ticket("b", "cancel")]
+    outcome = prompting.json_outcome(answers, final, tickets, prompt_tokens=12.0, retried=retried)
+    assert outcome["valid"] == 0.0 and outcome["valid_after_repair"] == 0.5 and outcome["valid_after_retry"] == 1.0
+    assert outcome["label_accuracy"] == 0.5 and outcome["retried"] == 1
+    table = prompting.json_table({"bare": outcome})
+    assert "| bare | 12 | 0% | 0% | 50% | 100% | 1 | 50% |" in table
