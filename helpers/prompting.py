@@ -20,6 +20,7 @@ import random
 import re
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Sequence
 
 from tqdm.auto import tqdm
@@ -643,6 +644,7 @@ def plot_variants(results: Sequence[VariantResult], goal: float | None = None, g
                     "grey: no LLM)", fontsize=11)
     figure.tight_layout()
     if path is not None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
         figure.savefig(path, dpi=110)
     return figure
 

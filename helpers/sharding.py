@@ -1,4 +1,11 @@
-"""Memory arithmetic for model weights, and (in notebook 07) for sharded training."""
+"""Memory arithmetic for weights and sharded training, and the launcher of the FSDP demo.
+
+- :func:`weight_bytes` / :func:`weight_table`: bytes of the weights alone per number format (notebook 00).
+- :func:`training_bytes_per_rank` and friends: weights, gradients and Adam state per rank under
+  DDP, ZeRO-1, ZeRO-2 and ZeRO-3/FSDP, and how many accelerators a model needs (notebook 07).
+- :func:`run_fsdp_training`: runs ``helpers.fsdp_train`` under torchrun, with a time limit and
+  the rank logs in the error when it fails.
+"""
 
 from __future__ import annotations
 

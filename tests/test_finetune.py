@@ -125,7 +125,8 @@ def tiny_bert_source(tmp_path):
     tokenizer = AutoTokenizer.from_pretrained(models.embedder_source())
     torch.manual_seed(0)
     config = BertConfig(vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=32, max_position_embeddings=64)
+                        intermediate_size=32, max_position_embeddings=64, initializer_range=0.2,
+                        hidden_dropout_prob=0.0)
     folder = tmp_path / "tiny-bert"
     BertModel(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
@@ -153,8 +154,8 @@ def test_classifier_training_is_deterministic_and_cached(tiny_bert_source, tmp_p
 
 def test_classifier_learns_a_tiny_task(tiny_bert_source):
     model, tokenizer = finetune.new_ticket_classifier(tiny_bert_source, seed=0)
-    losses = finetune.train_sequence_classifier(model, tokenizer, TICKETS, epochs=30, batch_size=6,
-                                                learning_rate=3e-3, progress=False)
+    losses = finetune.train_sequence_classifier(model, tokenizer, TICKETS, epochs=40, batch_size=6,
+                                                learning_rate=1e-2, progress=False)
     assert losses[-1] < losses[0]
     predictions = finetune.classify(model, tokenizer, [t.text for t in TICKETS])
     assert sum(p == t.label for p, t in zip(predictions, TICKETS)) >= 5
@@ -165,3 +166,23 @@ def test_tfidf_baseline_fits_its_training_data():
     assert list(baseline.predict([t.text for t in TICKETS])) == [t.label for t in TICKETS]
     with pytest.raises(ValueError):
         finetune.tfidf_baseline([])
+
+
+def test_answer_loss_equals_the_models_own_loss(llm_tokenizer):
+    model = tiny_llama(len(llm_tokenizer))
+    batch = finetune.collate_causal(finetune.build_lora_examples(llm_tokenizer, TICKETS[:3]), llm_tokenizer.pad_token_id)
+    with torch.no_grad():
+        expected = model(**batch).loss
+        assert finetune.answer_loss(model, **batch).item() == pytest.approx(expected.item(), rel=1e-5)
+    batch["labels"][:] = -100
+    with pytest.raises(ValueError):
+        finetune.answer_loss(model, **batch)
+
+
+def test_length_grouped_batches_cover_every_index_once():
+    lengths = [5, 1, 9, 3, 7, 2, 8, 4, 6, 10, 11]
+    batches = finetune._length_grouped_batches(lengths, 3, torch.Generator().manual_seed(0), group_batches=2)
+    flat = sorted(index for batch in batches for index in batch.tolist())
+    assert flat == list(range(len(lengths))) and len(batches) == 4  # ceil(11 / 3)
+    again = finetune._length_grouped_batches(lengths, 3, torch.Generator().manual_seed(0), group_batches=2)
+    assert [b.tolist() for b in batches] == [b.tolist() for b in again]

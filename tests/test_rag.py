@@ -143,14 +143,27 @@ def test_chunking_sweep_reports_one_row_per_setting():
 
 # --- prompts and scoring ---
 
-def test_grounded_prompt_numbers_sources_and_asks_for_citations(retriever):
+def test_grounded_messages_number_sources_and_ask_for_citations(retriever):
     hits = retriever.search_documents("trash", k=2)
-    prompt = rag.grounded_prompt("How long is trash kept?", hits)
-    assert "[1] " + hits[0].doc_id in prompt and "[2] " + hits[1].doc_id in prompt
-    assert "[kb-001]" in prompt and "I don't know" in prompt
-    assert prompt.rstrip().endswith("Question: How long is trash kept?")
+    system, user = rag.grounded_messages("How long is trash kept?", hits)
+    assert system["role"] == "system" and user == {"role": "user", "content": "How long is trash kept?"}
+    assert f"1. [{hits[0].doc_id}]" in system["content"] and f"2. [{hits[1].doc_id}]" in system["content"]
+    assert "[kb-001]" in system["content"] and "I don't know" in system["content"]
+    assert rag.SAFETY_INSTRUCTIONS not in system["content"]
+    assert rag.SAFETY_INSTRUCTIONS in rag.grounded_messages("q", hits, safety=True)[0]["content"]
+    _, user_layout = rag.grounded_messages("How long is trash kept?", hits, sources_in="user")
+    assert f"1. [{hits[0].doc_id}]" in user_layout["content"]
+    assert user_layout["content"].endswith("Question: How long is trash kept?")
     with pytest.raises(ValueError):
-        rag.grounded_prompt(" ", hits)
+        rag.grounded_messages(" ", hits)
+    with pytest.raises(ValueError):
+        rag.grounded_messages("q", hits, sources_in="assistant")
+
+
+def test_closed_book_messages_have_no_sources():
+    system, user = rag.closed_book_messages("How long is trash kept?")
+    assert "[kb-" not in system["content"] and user["content"] == "How long is trash kept?"
+    assert "SYSTEM: " in rag.render_chat([system, user]) and "USER: How long" in rag.render_chat([system, user])
 
 
 def test_answer_contains_keywords_is_case_and_space_insensitive():
@@ -166,14 +179,30 @@ def test_keyword_accuracy_and_citations():
     assert rag.cited_doc_ids("See [kb-001] and [KB-007], again [kb-001].") == ["kb-001", "kb-007"]
 
 
-class FakeTokenizer:
-    def apply_chat_template(self, messages, tokenize=False, add_generation_prompt=True):
-        return "|".join(f"{m['role']}:{m['content']}" for m in messages) + "|assistant:"
+def test_generate_answers_keeps_order_with_a_tiny_random_model():
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
+    from helpers import models
 
-def test_chat_texts_adds_the_system_message_only_when_given():
-    plain, guarded = rag.chat_texts(FakeTokenizer(), ["hi"]), rag.chat_texts(FakeTokenizer(), ["hi"], system="S")
-    assert plain == ["user:hi|assistant:"] and guarded == ["system:S|user:hi|assistant:"]
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(models.resolve_llm())
+    except Exception as error:  # no local tokenizer: nothing to test against
+        pytest.skip(f"LLM tokenizer not available offline: {error}")
+    tokenizer.pad_token = tokenizer.pad_token or tokenizer.eos_token
+    torch.manual_seed(0)
+    config = LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                         num_key_value_heads=2, vocab_size=len(tokenizer))
+    model = LlamaForCausalLM(config).eval()
+    short = rag.closed_book_messages("Trash?")
+    long = rag.grounded_messages("How long is trash kept for deleted files?", [rag.Hit("kb-b", DOCS[1]["text"], 1.0, 0)])
+    answers = rag.generate_answers(model, tokenizer, [long, short, long], max_new_tokens=4, batch_size=2,
+                                   progress=False)
+    assert len(answers) == 3 and all(isinstance(answer, str) for answer in answers)
+    alone = rag.generate_answers(model, tokenizer, [short], max_new_tokens=4, batch_size=1, progress=False)
+    assert answers[1] == alone[0]  # the short chat's answer came back in its own position
+    with pytest.raises(ValueError):
+        rag.generate_answers(model, tokenizer, [short], batch_size=0)
 
 
 # --- prompt-injection filter ---
@@ -261,23 +290,3 @@ def test_exercise_checks_accept_right_and_reject_wrong_answers():
     assert exercises.check_02_3(INJECTION) is False
     assert exercises.check_02_3("Use a cable for big uploads.") is False
 
-
-# --- context compression ---
-
-def test_split_sentences_splits_lines_and_sentences_and_drops_fragments():
-    text = "# Title\nFirst sentence is here. Second one too!\n- a list item with words\n| a | b |"
-    assert rag.split_sentences(text) == ["First sentence is here.", "Second one too!", "- a list item with words",
-                                         "| a | b |"]
-
-
-def test_compress_hits_keeps_the_most_relevant_sentences():
-    hits = [rag.Hit("kb-a", "Plus costs seven dollars. The sky is blue today.", 0.9, 2, "Prices"),
-            rag.Hit("kb-b", "Trash keeps deleted files for thirty days. The sky is blue today.", 0.8, 0, "Trash")]
-    best = rag.compress_hits("how long are deleted files kept in the trash", hits, BagOfWordsEmbedder(), 1)
-    assert [(hit.doc_id, hit.text, hit.chunk_index, hit.title) for hit in best] == [
-        ("kb-b", "Trash keeps deleted files for thirty days.", 0, "Trash")]
-    three = rag.compress_hits("sky", hits, BagOfWordsEmbedder(), 10)
-    assert len(three) == 4  # every distinct (document, sentence) once
-    assert [hit.score for hit in three] == sorted((hit.score for hit in three), reverse=True)
-    with pytest.raises(ValueError):
-        rag.compress_hits("sky", hits, BagOfWordsEmbedder(), 0)
