@@ -20,7 +20,6 @@ import copy
 import importlib.util
 import logging
 import math
-import time
 import warnings
 from typing import Sequence
 
@@ -54,8 +53,8 @@ def block_linears(model) -> dict[str, nn.Module]:
 
 
 def _is_projection(module) -> bool:
-    kind = type(module).__name__
-    return isinstance(module, nn.Linear) or kind in {"DynamicQuantizedLinear", "Linear"} or kind.startswith("Linear")
+    # bitsandbytes layers subclass nn.Linear; torch.ao's dynamic int8 layer is a class named "Linear"
+    return isinstance(module, nn.Linear) or type(module).__name__.startswith("Linear")
 
 
 def dynamic_int8(model) -> nn.Module:
@@ -183,6 +182,37 @@ def cpu_repacked(model) -> bool:
     """
     return any(getattr(getattr(module.weight, "quant_state", None), "packing_format_for_cpu", False)
                for module in model.modules() if isinstance(getattr(module, "weight", None), torch.Tensor))
+
+
+def nf4_levels() -> torch.Tensor:
+    """The 16 NormalFloat-4 levels in [-1, 1] (bitsandbytes' table, so the simulation matches it)."""
+    from bitsandbytes.functional import get_4bit_type
+
+    return get_4bit_type("nf4", device="cpu").float()
+
+
+def simulate_nf4(weight: torch.Tensor, block_size: int = NF4_BLOCK_SIZE) -> torch.Tensor:
+    """Round ``weight`` to NF4 and back, in full precision: what a 4-bit NF4 layer computes with.
+
+    Each block of ``block_size`` consecutive weights is divided by its largest absolute value
+    and every value is replaced by the nearest of the 16 NF4 levels, then scaled back.
+    """
+    if weight.numel() % block_size:
+        raise ValueError(f"The weight has {weight.numel()} values, not a multiple of block_size={block_size}.")
+    levels = nf4_levels().to(weight.device)
+    blocks = weight.detach().float().reshape(-1, block_size)
+    scales = blocks.abs().amax(dim=1, keepdim=True).clamp_min(torch.finfo(torch.float32).tiny)
+    nearest = ((blocks / scales).unsqueeze(-1) - levels).abs().argmin(dim=-1)
+    return (levels[nearest] * scales).reshape(weight.shape).to(weight.dtype)
+
+
+def simulated_nf4_copy(model, block_size: int = NF4_BLOCK_SIZE):
+    """A copy of ``model`` whose block projections hold NF4-rounded weights (still stored in fp32)."""
+    copied = copy.deepcopy(model)
+    with torch.no_grad():
+        for module in block_linears(copied).values():
+            module.weight.copy_(simulate_nf4(module.weight, block_size))
+    return copied
 
 
 def bits_per_weight(scheme: str) -> float:
@@ -354,10 +384,3 @@ def plot_comparison(rows: list[dict], path=None):
     if path is not None:
         figure.savefig(path, dpi=110)
     return figure
-
-
-def timed_load(loader, *args, **kwargs):
-    """Call ``loader`` and return ``(result, seconds)``; loading bitsandbytes variants takes a while."""
-    start = time.perf_counter()
-    result = loader(*args, **kwargs)
-    return result, time.perf_counter() - start

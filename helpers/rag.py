@@ -25,8 +25,9 @@ from typing import Iterable, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-DEFAULT_CHUNK_SIZE = 120  # words
-DEFAULT_CHUNK_OVERLAP = 30  # words
+# Small chunks: best recall on the Lumen Cloud help center and short prompts for a small model (notebook 02).
+DEFAULT_CHUNK_SIZE = 40  # words
+DEFAULT_CHUNK_OVERLAP = 10  # words
 
 # --- chunking ---------------------------------------------------------------------------
 
@@ -95,6 +96,12 @@ def _check_query(query) -> str:
     if not isinstance(query, str) or not query.strip():
         raise ValueError(f"The query is empty ({query!r}); pass a question with at least one word.")
     return query
+
+
+def _check_queries(queries) -> list[str]:
+    if isinstance(queries, str):
+        raise ValueError("Pass a list of queries (for one query use search / search_documents).")
+    return [_check_query(query) for query in queries]
 
 
 def _check_k(k) -> int:
@@ -178,7 +185,7 @@ class Retriever:
     def search_many(self, queries: Sequence[str], k: int = 5) -> list[list[Hit]]:
         """:meth:`search` for several queries at once (one embedding call, one FAISS call)."""
         k = _check_k(k)
-        queries = [_check_query(query) for query in queries]
+        queries = _check_queries(queries)
         if not queries:
             return []
         vectors = embed_texts(self.embedder, queries)
@@ -197,7 +204,7 @@ class Retriever:
     def search_documents_many(self, queries: Sequence[str], k: int = 5) -> list[list[Hit]]:
         """:meth:`search_documents` for several queries at once."""
         k = _check_k(k)
-        queries = [_check_query(query) for query in queries]
+        queries = _check_queries(queries)
         if not queries:
             return []
         vectors = embed_texts(self.embedder, queries)
@@ -244,13 +251,16 @@ def chunking_sweep(docs: Sequence, questions: Sequence[str], relevant_doc_ids: S
                    retrievers: dict | None = None) -> list[dict]:
     """Recall@k for each ``(chunk_size, chunk_overlap)`` in ``settings``, one row per setting.
 
-    Pass a dict as ``retrievers`` to get every built :class:`Retriever` back, keyed by
-    ``(chunk_size, chunk_overlap)``, so that one of them can be reused without re-embedding.
+    ``retrievers`` (optional) is a dict keyed by ``(chunk_size, chunk_overlap)``: a retriever
+    already in it is reused instead of re-embedding the collection, and every retriever the
+    sweep builds is added to it.
     """
+    retrievers = {} if retrievers is None else retrievers
     rows = []
     for chunk_size, chunk_overlap in tqdm(settings, desc="chunk settings"):
-        retriever = Retriever.from_documents(docs, embedder, chunk_size=chunk_size, chunk_overlap=chunk_overlap)
-        if retrievers is not None:
+        retriever = retrievers.get((chunk_size, chunk_overlap))
+        if retriever is None:
+            retriever = Retriever.from_documents(docs, embedder, chunk_size=chunk_size, chunk_overlap=chunk_overlap)
             retrievers[(chunk_size, chunk_overlap)] = retriever
         recall = retrieval_recall(retriever, questions, relevant_doc_ids, ks)
         rows.append({"chunk_size": chunk_size, "chunk_overlap": chunk_overlap, "chunks": len(retriever),

@@ -95,6 +95,29 @@ def test_model_bytes_counts_bitsandbytes_storage(tmp_path, scheme, config):
         assert metrics.model_bytes(quantized) == measured
 
 
+def test_simulate_nf4_matches_bitsandbytes():
+    from bitsandbytes.functional import dequantize_4bit, quantize_4bit
+
+    weight = torch.randn(128, 64, generator=torch.Generator().manual_seed(1)) * 0.05
+    packed, state = quantize_4bit(weight, blocksize=64, quant_type="nf4")
+    reference = dequantize_4bit(packed, state, quant_type="nf4")
+    simulated = quantization.simulate_nf4(weight)
+    assert len(torch.unique(simulated.reshape(-1, 64)[0])) <= 16
+    mismatched = (~torch.isclose(simulated, reference, atol=1e-6)).float().mean()
+    assert mismatched < 0.001  # only exact midpoints may round the other way
+    with pytest.raises(ValueError, match="multiple of block_size"):
+        quantization.simulate_nf4(torch.randn(10, 3))
+
+
+def test_simulated_nf4_copy_leaves_the_original_alone():
+    model = tiny_llama()
+    before = model.model.layers[0].mlp.up_proj.weight.detach().clone()
+    simulated = quantization.simulated_nf4_copy(model)
+    assert torch.equal(model.model.layers[0].mlp.up_proj.weight, before)
+    assert not torch.equal(simulated.model.layers[0].mlp.up_proj.weight, before)
+    assert torch.equal(simulated.lm_head.weight, model.lm_head.weight)
+
+
 def test_linear_layer_timings_shape():
     model = tiny_llama()
     layers = {"fp32": model.model.layers[0].mlp.up_proj,

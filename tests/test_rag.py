@@ -116,6 +116,27 @@ def test_empty_query_raises(retriever, query):
         retriever.search(query)
 
 
+def test_search_many_wants_a_list_and_keeps_query_order(retriever):
+    with pytest.raises(ValueError, match="list"):
+        retriever.search_many("trash")
+    first, second = retriever.search_many(["deleted files trash", "password for visitors"], k=1)
+    assert (first[0].doc_id, second[0].doc_id) == ("kb-b", "kb-c")
+    assert retriever.search_many([], k=3) == []
+
+
+def test_real_minilm_retrieves_the_right_article():
+    from helpers import data, models
+
+    try:
+        embedder = models.load_embedder()
+    except models.ModelNotFoundError as error:
+        pytest.skip(str(error))
+    kb = {doc.id: doc for doc in data.load_kb()}
+    built = rag.Retriever.from_documents([kb["kb-001"], kb["kb-015"], kb["kb-025"]], embedder)
+    assert built.search_documents("How much does the Pro plan cost per year?", k=1)[0].doc_id == "kb-001"
+    assert built.search_documents("I forgot my password, how do I set a new one?", k=1)[0].doc_id == "kb-015"
+
+
 @pytest.mark.parametrize("k", [0, -1, 2.5, True])
 def test_bad_k_raises(retriever, k):
     with pytest.raises(ValueError, match="k must"):
@@ -139,6 +160,17 @@ def test_chunking_sweep_reports_one_row_per_setting():
                               settings=[(4, 0), (20, 5)], ks=(1,))
     assert [(row["chunk_size"], row["chunks"]) for row in rows] == [(4, 9), (20, 3)]
     assert all(row["recall_at_1"] == 1.0 for row in rows)
+
+
+def test_chunking_sweep_reuses_and_returns_retrievers():
+    embedder = BagOfWordsEmbedder()
+    prebuilt = rag.Retriever.from_documents(DOCS, embedder, chunk_size=4, chunk_overlap=0)
+    calls_before = embedder.calls
+    built = {(4, 0): prebuilt}
+    rag.chunking_sweep(DOCS, ["deleted files trash"], ["kb-b"], embedder, settings=[(4, 0), (20, 5)], ks=(1,),
+                       retrievers=built)
+    assert built[(4, 0)] is prebuilt and set(built) == {(4, 0), (20, 5)}
+    assert embedder.calls == calls_before + 1 + 2  # one collection embedded, two question batches
 
 
 # --- prompts and scoring ---
