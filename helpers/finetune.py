@@ -29,6 +29,8 @@ TRIAGE_INSTRUCTION = (
 )
 LABEL_MAX_NEW_TOKENS = 8  # the longest label ("sharing_permissions") is 3 tokens, plus the end-of-turn token
 TICKET_MAX_TOKENS = 96  # tickets are short (99 % under 60 tokens); longer ones are cut, never the answer
+LORA_BATCH_SIZE = 4  # small batches: 60 steps x 4 tickets fit the quick profile's CPU budget
+LORA_LEARNING_RATE = 1e-3  # adapters start at zero and train few weights, so they take a larger step than full fine-tuning
 _STRIP_CHARACTERS = string.whitespace + string.punctuation.replace("_", "") + "“”‘’"
 
 
@@ -166,8 +168,8 @@ def answer_loss(model, input_ids, attention_mask, labels):
     return torch.nn.functional.cross_entropy(logits.float(), targets[scored])
 
 
-def train_lora(model, tokenizer, tickets: Sequence[Ticket], steps: int, batch_size: int = 8,
-               learning_rate: float = 1e-3, warmup_steps: int = 5, seed: int = 0, progress: bool = True) -> list[float]:
+def train_lora(model, tokenizer, tickets: Sequence[Ticket], steps: int, batch_size: int = LORA_BATCH_SIZE,
+               learning_rate: float = LORA_LEARNING_RATE, warmup_steps: int = 5, seed: int = 0, progress: bool = True) -> list[float]:
     """Train the trainable parameters of ``model`` (a peft model) on the triage task.
 
     A plain AdamW loop: ``steps`` batches drawn in a seeded shuffled order (reshuffled
@@ -241,6 +243,8 @@ def saved_adapter_files(peft_model) -> dict[str, int]:
 
 CLASSIFIER_CACHE_NAME = "ticket-classifier-minilm"
 CLASSIFIER_MAX_TOKENS = 128
+CLASSIFIER_BATCH_SIZE = 16
+CLASSIFIER_LEARNING_RATE = 3e-4  # a small encoder tolerates a larger step than BERT-base's usual 2e-5..5e-5
 _CLASSIFIER_FORMAT = 1  # bump when the training recipe changes, so cached models are retrained
 
 
@@ -255,8 +259,8 @@ def classifier_cache_dir() -> Path:
     return config.cache_dir() / CLASSIFIER_CACHE_NAME
 
 
-def train_sequence_classifier(model, tokenizer, tickets: Sequence[Ticket], epochs: int, batch_size: int = 32,
-                              learning_rate: float = 1e-4, seed: int = 0, loss_fn=None, teacher_logits=None,
+def train_sequence_classifier(model, tokenizer, tickets: Sequence[Ticket], epochs: int,
+                              batch_size: int = CLASSIFIER_BATCH_SIZE, learning_rate: float = CLASSIFIER_LEARNING_RATE, seed: int = 0, loss_fn=None, teacher_logits=None,
                               progress: bool = True, desc: str = "epoch") -> list[float]:
     """Fine-tune every weight of a sequence classifier on tickets; return the loss per step.
 
@@ -407,7 +411,8 @@ def new_ticket_classifier(source: str | None = None, seed: int = 0):
 
 def _classifier_recipe(source: str, epochs: int, seed: int, train_size: int) -> dict:
     return {"format": _CLASSIFIER_FORMAT, "source": str(source), "epochs": epochs, "seed": seed,
-            "train_tickets": train_size}
+            "train_tickets": train_size, "batch_size": CLASSIFIER_BATCH_SIZE,
+            "learning_rate": CLASSIFIER_LEARNING_RATE}
 
 
 def load_or_train_ticket_classifier(epochs: int | None = None, seed: int = 0, retrain: bool = False,

@@ -263,6 +263,30 @@ def summary(stem: str | None = None):
 README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
 
 
+RUN_TIMES_FILE = "run_times.json"
+
+
+def save_run_times(minutes: dict[str, float], total_minutes: float, results_dir: Path | None = None) -> Path:
+    """Store the wall time of a full run (per notebook and in total) for the README."""
+    path = Path(results_dir or config.RESULTS_DIR) / RUN_TIMES_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"notebooks": {stem: round(value, 2) for stem, value in minutes.items()},
+               "total_minutes": round(total_minutes, 2), "profile": config.profile().name}
+    path.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return path
+
+
+def run_time_line(results_dir: Path | None = None) -> str:
+    """One sentence with the last full run's wall time, or '' when no full run is on record."""
+    path = Path(results_dir or config.RESULTS_DIR) / RUN_TIMES_FILE
+    if not path.exists():
+        return ""
+    payload = json.loads(path.read_text(encoding="utf-8"))
+    slowest = max(payload["notebooks"].items(), key=lambda item: item[1])
+    return (f"`make run` executed all {len(payload['notebooks'])} notebooks ({payload['profile']} profile) in "
+            f"{payload['total_minutes']:.1f} min; the slowest was {slowest[0]} ({slowest[1]:.1f} min).")
+
+
 def update_readme(readme: Path | None = None, results_dir: Path | None = None) -> bool:
     """Rewrite the README's results table (between the results markers) from the scorecard.
 
@@ -276,8 +300,10 @@ def update_readme(readme: Path | None = None, results_dir: Path | None = None) -
     rows = [row for row in scorecard_rows(results_dir) if row["goal"] or row["anchor"]]
     profiles = sorted({row["profile"] for row in rows if row["profile"]})
     lines = [f"Measured on: {machine_summary()} · profile: {', '.join(profiles) or 'none'} · "
-             f"{datetime.now(timezone.utc):%Y-%m-%d}", "",
-             "| notebook | result | measured | published figure | goal | status |", "|---|---|---|---|---|---|"]
+             f"{datetime.now(timezone.utc):%Y-%m-%d}", ""]
+    if run_time_line(results_dir):
+        lines += [run_time_line(results_dir), ""]
+    lines += ["| notebook | result | measured | published figure | goal | status |", "|---|---|---|---|---|---|"]
     for row in rows:
         cells = [row["notebook"][:2], f"`{row['key']}`", row["shown"], row["anchor"], row["goal"], row["status"]]
         lines.append("| " + " | ".join(str(cell).replace("|", "\\|") for cell in cells) + " |")

@@ -56,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     config.profile()  # fail early on a bad profile name
     paths = notebook_paths(args.notebooks)
     total_start = time.perf_counter()
+    minutes: dict[str, float] = {}
     for index, path in enumerate(paths, start=1):
         print(f"[{index}/{len(paths)}] {path.name} ...", flush=True)
         try:
@@ -63,11 +64,14 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as error:  # nbclient raises CellExecutionError with the cell and traceback
             print(f"[{index}/{len(paths)}] {path.name} FAILED:\n{error}", file=sys.stderr)
             return 1
+        minutes[path.stem] = seconds / 60
         print(f"[{index}/{len(paths)}] {path.name} done in {seconds / 60:.1f} min", flush=True)
+    total_minutes = (time.perf_counter() - total_start) / 60
     scorecard = results.scorecard()
-    if not args.notebooks:  # a partial run must not overwrite the README's full table
+    if not args.notebooks:  # a partial run must not overwrite the README's full table or run time
+        results.save_run_times(minutes, total_minutes)
         results.update_readme()
-    print(f"All {len(paths)} notebooks ran in {(time.perf_counter() - total_start) / 60:.1f} min; "
+    print(f"All {len(paths)} notebooks ran in {total_minutes:.1f} min; "
           f"scorecard written to {scorecard.relative_to(config.PROJECT_ROOT)}")
     return 0
 

@@ -139,7 +139,7 @@ def test_classifier_training_is_deterministic_and_cached(tiny_bert_source, tmp_p
     first, tokenizer = finetune.load_or_train_ticket_classifier(epochs=2, seed=3, cache_path=cache,
                                                                 source=tiny_bert_source, progress=False)
     assert first.config.num_labels == len(LABELS) and (cache / "workbook_recipe.json").exists()
-    assert len(finetune.classifier_training_losses(cache)) == 2 * 1  # 18 tickets, batch 32: one step per epoch
+    assert len(finetune.classifier_training_losses(cache)) == 2 * 2  # 18 tickets, batch 16: two steps per epoch
     second, _ = finetune.load_or_train_ticket_classifier(epochs=2, seed=3, cache_path=tmp_path / "other",
                                                          source=tiny_bert_source, progress=False)
     for (name, a), (_, b) in zip(first.state_dict().items(), second.state_dict().items()):

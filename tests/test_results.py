@@ -109,3 +109,13 @@ def test_update_readme_rewrites_only_the_marked_table(results_dir, tmp_path):
     plain = tmp_path / "PLAIN.md"
     plain.write_text("no markers")
     assert not results.update_readme(plain, results_dir)
+
+
+def test_run_times_appear_in_the_readme_table(results_dir, tmp_path):
+    assert results.run_time_line(results_dir) == ""
+    results.save_run_times({"00_setup": 1.25, "05_quantization": 3.5}, 4.9, results_dir)
+    line = results.run_time_line(results_dir)
+    assert "all 2 notebooks" in line and "4.9 min" in line and "05_quantization (3.5 min)" in line
+    readme = tmp_path / "README.md"
+    readme.write_text(f"{results.README_START}\n{results.README_END}\n")
+    assert results.update_readme(readme, results_dir) and line in readme.read_text()
