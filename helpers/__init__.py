@@ -20,6 +20,8 @@ def setup_notebook(stem: str, seed: int = 0):
     from . import config, machine, results
 
     warnings.filterwarnings("ignore", message=".*kernels.*")
+    # peft calls a transformers method that transformers 5 has renamed; the warning is noise for learners.
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
     # bitsandbytes logs a missing optional CPU kernel package on import; it is harmless here.
     logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
     results.set_notebook(stem)

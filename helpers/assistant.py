@@ -2,7 +2,8 @@
 
 The assistant serves two kinds of request: **questions** about Lumen Cloud (answered by the
 LLM, closed-book or with retrieval) and **tickets** to triage into one of the 12 labels (by
-free generation, by label scoring, or by the fine-tuned MiniLM classifier). A
+free generation, by few-shot prompting with similar examples, by label scoring, or by the
+fine-tuned MiniLM classifier). A
 :class:`Configuration` says which technique each part uses; :func:`evaluate` runs one
 configuration over the same request stream and measures quality, time per request and memory.
 """
@@ -15,7 +16,9 @@ from typing import Sequence
 
 from tqdm.auto import tqdm
 
-TICKET_METHODS = ("generate", "label_scoring", "classifier")
+TICKET_METHODS = ("generate", "few_shot_similar", "label_scoring", "classifier")
+FEW_SHOT_EXAMPLES = 4  # as in notebook 01: four similar training tickets per prompt
+ANSWER_MAX_NEW_TOKENS = 32  # key facts come in the first sentence; longer answers only cost time
 QA_METHODS = ("closed_book", "rag")
 WEIGHTS = ("fp32", "nf4")
 
@@ -123,6 +126,7 @@ class Assistant:
         self._embedder = None
         self._retriever = None
         self._classifier = None
+        self._example_selector = None
 
     # -- components, loaded on first use ------------------------------------------------
     def llm(self, weights: str):
@@ -156,6 +160,15 @@ class Assistant:
             self._retriever = Retriever.from_documents(load_kb(), embedder=self.embedder())
         return self._retriever
 
+    def example_selector(self):
+        """Notebook 01's best prompt picks training tickets similar to the new one as examples."""
+        if self._example_selector is None:
+            from .data import load_tickets
+            from .prompting import SimilarExamples
+
+            self._example_selector = SimilarExamples(load_tickets("train"), self.embedder(), progress=False)
+        return self._example_selector
+
     def classifier(self):
         if self._classifier is None:
             from .finetune import load_or_train_ticket_classifier
@@ -168,10 +181,14 @@ class Assistant:
         from .metrics import model_bytes
 
         total = model_bytes(self.llm(configuration.weights)[0])
-        if configuration.qa_method == "rag" or configuration.semantic_cache:
+        uses_embedder = (configuration.qa_method == "rag" or configuration.semantic_cache
+                         or configuration.ticket_method == "few_shot_similar")
+        if uses_embedder:
             total += model_bytes(self.embedder())
         if configuration.ticket_method == "classifier":
             total += model_bytes(self.classifier()[0])
+        if configuration.ticket_method == "few_shot_similar":
+            self.example_selector()  # embeds the training tickets now, outside the timed region
         return total
 
     # -- the two tasks ------------------------------------------------------------------
@@ -185,8 +202,14 @@ class Assistant:
             model, tokenizer = self.classifier()
             return classify(model, tokenizer, list(ticket_texts), batch_size=configuration.batch_size)
         model, tokenizer = self.llm(configuration.weights)
-        if configuration.ticket_method == "generate":
-            rendered = [prompting.render_chat(tokenizer, prompting.bare_prompt(text)) for text in ticket_texts]
+        if configuration.ticket_method in ("generate", "few_shot_similar"):
+            if configuration.ticket_method == "generate":
+                prompts = [prompting.bare_prompt(text) for text in ticket_texts]
+            else:
+                examples = self.example_selector().nearest(list(ticket_texts), k=FEW_SHOT_EXAMPLES)
+                prompts = [prompting.few_shot_messages(text, chosen, descriptions=False)
+                           for text, chosen in zip(ticket_texts, examples)]
+            rendered = [prompting.render_chat(tokenizer, prompt) for prompt in prompts]
             answers, _ = prompting.generate(model, tokenizer, rendered, max_new_tokens=8,
                                             batch_size=configuration.batch_size, progress=False)
             return [prompting.parse_label(answer) for answer in answers]
@@ -194,21 +217,21 @@ class Assistant:
         scores, _ = prompting.score_tickets(model, tokenizer, rendered, progress=False)
         return [prompting.pick_label(score, normalise="mean") for score in scores]
 
-    def answer(self, configuration: Configuration, questions: Sequence[str], max_new_tokens: int = 40) -> list[str]:
+    def answer(self, configuration: Configuration, questions: Sequence[str], max_new_tokens: int = ANSWER_MAX_NEW_TOKENS) -> list[str]:
         """Answers to ``questions``, closed-book or grounded in retrieved KB chunks."""
         from . import rag
 
         model, tokenizer = self.llm(configuration.weights)
         if configuration.qa_method == "rag":
             hits = self.retriever().search_documents_many(list(questions), k=3)
-            prompts = [rag.grounded_prompt(question, found) for question, found in zip(questions, hits)]
+            prompts = [rag.grounded_messages(question, found) for question, found in zip(questions, hits)]
         else:
-            prompts = [rag.closed_book_prompt(question) for question in questions]
+            prompts = [rag.closed_book_messages(question) for question in questions]
         return rag.generate_answers(model, tokenizer, prompts, max_new_tokens=max_new_tokens,
                                     batch_size=configuration.batch_size, progress=False)
 
     def answer_with_cache(self, configuration: Configuration, questions: Sequence[str], threshold: float,
-                          max_new_tokens: int = 40) -> tuple[list[str], int]:
+                          max_new_tokens: int = ANSWER_MAX_NEW_TOKENS) -> tuple[list[str], int]:
         """Answer a stream through a semantic cache: look up each batch, generate only the misses."""
         from .caching import SemanticCache
 

@@ -17,8 +17,13 @@ from tqdm.auto import tqdm
 
 from . import metrics
 
+TEMPERATURE = 2.0  # softens the teacher enough to show its ranking of wrong labels without flattening it
+ALPHA = 0.5  # equal weight on the teacher's soft targets and the true labels
+STUDENT_LEARNING_RATE = 3e-4  # as for the teacher: a small encoder tolerates a larger step than BERT-base
 
-def distillation_loss(student_logits, teacher_logits, labels, temperature: float = 2.0, alpha: float = 0.5):
+
+def distillation_loss(student_logits, teacher_logits, labels, temperature: float = TEMPERATURE,
+                      alpha: float = ALPHA):
     """Soft-target distillation loss mixed with the hard-label cross-entropy.
 
     ``alpha * T² * KL(softmax(teacher / T) || softmax(student / T)) + (1 - alpha) * CE(student, labels)``

@@ -319,12 +319,14 @@ def format_sources(hits: Sequence[Hit]) -> str:
 
 
 def grounded_messages(question: str, hits: Sequence[Hit], instructions: str = GROUNDED_INSTRUCTIONS,
-                      safety: bool = False, sources_in: str = "system") -> list[dict]:
-    """A chat with the retrieved ``hits`` as numbered sources and the question as the user's turn.
+                      safety: bool = False, sources_in: str = "user") -> list[dict]:
+    """A chat with the retrieved ``hits`` as numbered sources, ending with the user's question.
 
-    ``sources_in="system"`` puts instructions and sources in the system message and the bare
-    question in the user message; ``"user"`` puts everything in the user message (the
-    layout most tutorials show). ``safety`` adds :data:`SAFETY_INSTRUCTIONS`.
+    ``sources_in="user"`` (the default, and the layout most tutorials show) puts instructions,
+    sources and question in the user message; ``"system"`` puts instructions and sources in
+    the system message and the bare question in the user message. Notebook 02 measures both:
+    the small model reads its sources better from the user message.
+    ``safety`` adds :data:`SAFETY_INSTRUCTIONS`.
     """
     _check_query(question)
     if sources_in not in ("system", "user"):

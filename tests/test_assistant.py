@@ -50,3 +50,34 @@ def test_vary_keeps_the_question_recognisable():
     variants = {assistant.vary("How do I reset my password?", i) for i in range(4)}
     assert len(variants) == 4
     assert all("reset my password" in variant.lower() for variant in variants)
+
+
+def test_few_shot_triage_puts_similar_examples_in_the_prompt(monkeypatch):
+    from transformers import AutoTokenizer
+
+    from helpers import models, prompting
+    from helpers.data import Ticket
+
+    tokenizer = AutoTokenizer.from_pretrained(models.resolve_llm())
+    examples = [Ticket(text="I was charged twice this month.", label="billing"),
+                Ticket(text="Please give my money back.", label="refund")]
+
+    class FixedSelector:
+        def nearest(self, texts, k):
+            assert k == assistant.FEW_SHOT_EXAMPLES
+            return [examples for _ in texts]
+
+    seen = {}
+
+    def fake_generate(model, tokenizer, rendered, max_new_tokens, batch_size, progress):
+        seen["prompts"] = rendered
+        return ["refund"] * len(rendered), 0.0
+
+    helper = assistant.Assistant(progress=False)
+    monkeypatch.setattr(helper, "llm", lambda weights: ("model", tokenizer))
+    monkeypatch.setattr(helper, "example_selector", lambda: FixedSelector())
+    monkeypatch.setattr(prompting, "generate", fake_generate)
+    labels = helper.triage(assistant.Configuration("x", ticket_method="few_shot_similar"), ["Refund me, please."])
+    assert labels == ["refund"]
+    prompt = seen["prompts"][0]
+    assert prompt.index("charged twice") < prompt.index("money back") < prompt.index("Refund me, please.")

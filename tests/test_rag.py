@@ -177,13 +177,14 @@ def test_chunking_sweep_reuses_and_returns_retrievers():
 
 def test_grounded_messages_number_sources_and_ask_for_citations(retriever):
     hits = retriever.search_documents("trash", k=2)
-    system, user = rag.grounded_messages("How long is trash kept?", hits)
+    system, user = rag.grounded_messages("How long is trash kept?", hits, sources_in="system")
     assert system["role"] == "system" and user == {"role": "user", "content": "How long is trash kept?"}
     assert f"1. [{hits[0].doc_id}]" in system["content"] and f"2. [{hits[1].doc_id}]" in system["content"]
     assert "[kb-001]" in system["content"] and "I don't know" in system["content"]
     assert rag.SAFETY_INSTRUCTIONS not in system["content"]
-    assert rag.SAFETY_INSTRUCTIONS in rag.grounded_messages("q", hits, safety=True)[0]["content"]
-    _, user_layout = rag.grounded_messages("How long is trash kept?", hits, sources_in="user")
+    assert rag.SAFETY_INSTRUCTIONS in rag.grounded_messages("q", hits, safety=True, sources_in="system")[0]["content"]
+    assert rag.SAFETY_INSTRUCTIONS in rag.grounded_messages("q", hits, safety=True)[1]["content"]
+    _, user_layout = rag.grounded_messages("How long is trash kept?", hits)
     assert f"1. [{hits[0].doc_id}]" in user_layout["content"]
     assert user_layout["content"].endswith("Question: How long is trash kept?")
     with pytest.raises(ValueError):

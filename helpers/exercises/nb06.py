@@ -49,6 +49,7 @@ def check_06_3(answer, teacher_layers: int = 6, student_layers: int = 3) -> bool
     return verdict(close(answer, expected, 0.01),
                    f"If only the {teacher_layers} encoder layers cost time, {student_layers} layers take "
                    f"{student_layers / teacher_layers:.0%} of it: at most {expected:.1f}x. Tokenisation, the embedding "
-                   "lookup, the head and Python overhead do not shrink, so the measured speed-up is lower — most "
-                   "of all at batch 1, where fixed per-call costs weigh most.",
+                   "lookup, the head and Python overhead do not shrink, so the measured speed-up is lower; the "
+                   "student's longer word-piece sequences (rare words are spelled in smaller pieces) cost a little "
+                   "more.",
                    "Time is (roughly) proportional to the number of layers a token passes through.")
