@@ -266,25 +266,34 @@ README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
 RUN_TIMES_FILE = "run_times.json"
 
 
-def save_run_times(minutes: dict[str, float], total_minutes: float, results_dir: Path | None = None) -> Path:
-    """Store the wall time of a full run (per notebook and in total) for the README."""
+def save_run_times(minutes: dict[str, float], results_dir: Path | None = None) -> Path:
+    """Store each executed notebook's wall time (minutes), keeping the other notebooks' last times.
+
+    A partial run (``make run NOTEBOOKS=05``) updates only its notebooks, so the file always
+    holds the latest time of every notebook, and their sum is the time of a whole run.
+    """
     path = Path(results_dir or config.RESULTS_DIR) / RUN_TIMES_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"notebooks": {stem: round(value, 2) for stem, value in minutes.items()},
-               "total_minutes": round(total_minutes, 2), "profile": config.profile().name}
-    path.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    stored = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    profile_name = config.profile().name
+    for stem, value in minutes.items():
+        stored[stem] = {"minutes": round(value, 2), "profile": profile_name}
+    path.write_text(json.dumps(stored, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return path
 
 
-def run_time_line(results_dir: Path | None = None) -> str:
-    """One sentence with the last full run's wall time, or '' when no full run is on record."""
+def run_time_line(results_dir: Path | None = None, profile_name: str = "quick") -> str:
+    """One sentence with the notebooks' latest wall times in ``profile_name``, or '' when none are stored."""
     path = Path(results_dir or config.RESULTS_DIR) / RUN_TIMES_FILE
     if not path.exists():
         return ""
-    payload = json.loads(path.read_text(encoding="utf-8"))
-    slowest = max(payload["notebooks"].items(), key=lambda item: item[1])
-    return (f"`make run` executed all {len(payload['notebooks'])} notebooks ({payload['profile']} profile) in "
-            f"{payload['total_minutes']:.1f} min; the slowest was {slowest[0]} ({slowest[1]:.1f} min).")
+    stored = {stem: entry["minutes"] for stem, entry in json.loads(path.read_text(encoding="utf-8")).items()
+              if entry.get("profile") == profile_name}
+    if not stored:
+        return ""
+    slowest = max(stored, key=stored.get)
+    return (f"Executing the {len(stored)} notebooks took {sum(stored.values()):.1f} min in the {profile_name} profile "
+            f"(the sum of each notebook's latest run); the slowest was {slowest} ({stored[slowest]:.1f} min).")
 
 
 def update_readme(readme: Path | None = None, results_dir: Path | None = None) -> bool:

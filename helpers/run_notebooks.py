@@ -68,8 +68,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{index}/{len(paths)}] {path.name} done in {seconds / 60:.1f} min", flush=True)
     total_minutes = (time.perf_counter() - total_start) / 60
     scorecard = results.scorecard()
-    if not args.notebooks:  # a partial run must not overwrite the README's full table or run time
-        results.save_run_times(minutes, total_minutes)
+    results.save_run_times(minutes)
+    if not args.notebooks:  # a partial run must not overwrite the README's full table
         results.update_readme()
     print(f"All {len(paths)} notebooks ran in {total_minutes:.1f} min; "
           f"scorecard written to {scorecard.relative_to(config.PROJECT_ROOT)}")

@@ -111,11 +111,13 @@ def test_update_readme_rewrites_only_the_marked_table(results_dir, tmp_path):
     assert not results.update_readme(plain, results_dir)
 
 
-def test_run_times_appear_in_the_readme_table(results_dir, tmp_path):
+def test_run_times_keep_the_latest_time_of_every_notebook(results_dir, tmp_path):
     assert results.run_time_line(results_dir) == ""
-    results.save_run_times({"00_setup": 1.25, "05_quantization": 3.5}, 4.9, results_dir)
+    results.save_run_times({"00_setup": 1.25, "05_quantization": 3.5}, results_dir)
+    results.save_run_times({"05_quantization": 2.0}, results_dir)  # a partial run replaces only its notebook
     line = results.run_time_line(results_dir)
-    assert "all 2 notebooks" in line and "4.9 min" in line and "05_quantization (3.5 min)" in line
+    assert "2 notebooks took 3.2 min" in line and "05_quantization (2.0 min)" in line
+    assert results.run_time_line(results_dir, profile_name="full") == ""
     readme = tmp_path / "README.md"
     readme.write_text(f"{results.README_START}\n{results.README_END}\n")
     assert results.update_readme(readme, results_dir) and line in readme.read_text()
