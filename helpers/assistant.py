@@ -202,22 +202,23 @@ class Assistant:
             model, tokenizer = self.classifier()
             return classify(model, tokenizer, list(ticket_texts), batch_size=configuration.batch_size)
         model, tokenizer = self.llm(configuration.weights)
-        if configuration.ticket_method in ("generate", "few_shot_similar"):
-            if configuration.ticket_method == "generate":
-                prompts = [prompting.bare_prompt(text) for text in ticket_texts]
-            else:
-                examples = self.example_selector().nearest(list(ticket_texts), k=FEW_SHOT_EXAMPLES)
-                prompts = [prompting.few_shot_messages(text, chosen, descriptions=False)
-                           for text, chosen in zip(ticket_texts, examples)]
-            rendered = [prompting.render_chat(tokenizer, prompt) for prompt in prompts]
-            answers, _ = prompting.generate(model, tokenizer, rendered, max_new_tokens=8,
-                                            batch_size=configuration.batch_size, progress=False)
-            return [prompting.parse_label(answer) for answer in answers]
-        rendered = [prompting.render_chat(tokenizer, prompting.instruction_prompt(text)) for text in ticket_texts]
-        scores, _ = prompting.score_tickets(model, tokenizer, rendered, progress=False)
-        return [prompting.pick_label(score, normalise="mean") for score in scores]
+        if configuration.ticket_method == "label_scoring":
+            rendered = [prompting.render_chat(tokenizer, prompting.instruction_prompt(text)) for text in ticket_texts]
+            scores, _ = prompting.score_tickets(model, tokenizer, rendered, progress=False)
+            return [prompting.pick_label(score, normalise="mean") for score in scores]
+        if configuration.ticket_method == "few_shot_similar":
+            examples = self.example_selector().nearest(list(ticket_texts), k=FEW_SHOT_EXAMPLES)
+            prompts = [prompting.few_shot_messages(text, chosen, descriptions=False)
+                       for text, chosen in zip(ticket_texts, examples)]
+        else:
+            prompts = [prompting.bare_prompt(text) for text in ticket_texts]
+        rendered = [prompting.render_chat(tokenizer, prompt) for prompt in prompts]
+        answers, _ = prompting.generate(model, tokenizer, rendered, max_new_tokens=8,
+                                        batch_size=configuration.batch_size, progress=False)
+        return [prompting.parse_label(answer) for answer in answers]
 
-    def answer(self, configuration: Configuration, questions: Sequence[str], max_new_tokens: int = ANSWER_MAX_NEW_TOKENS) -> list[str]:
+    def answer(self, configuration: Configuration, questions: Sequence[str],
+               max_new_tokens: int = ANSWER_MAX_NEW_TOKENS) -> list[str]:
         """Answers to ``questions``, closed-book or grounded in retrieved KB chunks."""
         from . import rag
 

@@ -169,7 +169,8 @@ def answer_loss(model, input_ids, attention_mask, labels):
 
 
 def train_lora(model, tokenizer, tickets: Sequence[Ticket], steps: int, batch_size: int = LORA_BATCH_SIZE,
-               learning_rate: float = LORA_LEARNING_RATE, warmup_steps: int = 5, seed: int = 0, progress: bool = True) -> list[float]:
+               learning_rate: float = LORA_LEARNING_RATE, warmup_steps: int = 5, seed: int = 0,
+               progress: bool = True) -> list[float]:
     """Train the trainable parameters of ``model`` (a peft model) on the triage task.
 
     A plain AdamW loop: ``steps`` batches drawn in a seeded shuffled order (reshuffled
@@ -260,8 +261,9 @@ def classifier_cache_dir() -> Path:
 
 
 def train_sequence_classifier(model, tokenizer, tickets: Sequence[Ticket], epochs: int,
-                              batch_size: int = CLASSIFIER_BATCH_SIZE, learning_rate: float = CLASSIFIER_LEARNING_RATE, seed: int = 0, loss_fn=None, teacher_logits=None,
-                              progress: bool = True, desc: str = "epoch") -> list[float]:
+                              batch_size: int = CLASSIFIER_BATCH_SIZE, learning_rate: float = CLASSIFIER_LEARNING_RATE,
+                              seed: int = 0, loss_fn=None, teacher_logits=None, progress: bool = True,
+                              desc: str = "epoch") -> list[float]:
     """Fine-tune every weight of a sequence classifier on tickets; return the loss per step.
 
     AdamW with linear warm-up (first 10 % of steps) and linear decay; batches in a

@@ -266,13 +266,17 @@ README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
 RUN_TIMES_FILE = "run_times.json"
 
 
+def _run_times_path(results_dir: Path | None) -> Path:
+    return Path(results_dir or config.RESULTS_DIR) / RUN_TIMES_FILE
+
+
 def save_run_times(minutes: dict[str, float], results_dir: Path | None = None) -> Path:
     """Store each executed notebook's wall time (minutes), keeping the other notebooks' last times.
 
     A partial run (``make run NOTEBOOKS=05``) updates only its notebooks, so the file always
     holds the latest time of every notebook, and their sum is the time of a whole run.
     """
-    path = Path(results_dir or config.RESULTS_DIR) / RUN_TIMES_FILE
+    path = _run_times_path(results_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
     stored = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
     profile_name = config.profile().name
@@ -284,7 +288,7 @@ def save_run_times(minutes: dict[str, float], results_dir: Path | None = None) -
 
 def run_time_line(results_dir: Path | None = None, profile_name: str = "quick") -> str:
     """One sentence with the notebooks' latest wall times in ``profile_name``, or '' when none are stored."""
-    path = Path(results_dir or config.RESULTS_DIR) / RUN_TIMES_FILE
+    path = _run_times_path(results_dir)
     if not path.exists():
         return ""
     stored = {stem: entry["minutes"] for stem, entry in json.loads(path.read_text(encoding="utf-8")).items()
@@ -310,8 +314,9 @@ def update_readme(readme: Path | None = None, results_dir: Path | None = None) -
     profiles = sorted({row["profile"] for row in rows if row["profile"]})
     lines = [f"Measured on: {machine_summary()} · profile: {', '.join(profiles) or 'none'} · "
              f"{datetime.now(timezone.utc):%Y-%m-%d}", ""]
-    if run_time_line(results_dir):
-        lines += [run_time_line(results_dir), ""]
+    run_time = run_time_line(results_dir)
+    if run_time:
+        lines += [run_time, ""]
     lines += ["| notebook | result | measured | published figure | goal | status |", "|---|---|---|---|---|---|"]
     for row in rows:
         cells = [row["notebook"][:2], f"`{row['key']}`", row["shown"], row["anchor"], row["goal"], row["status"]]
