@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 from . import config
 
 # Named sizes of the dynamic-batching demo (quick / full profile).
-DYNAMIC_REQUESTS = {"quick": 16, "full": 64}  # requests in the simulated arrival stream
+DYNAMIC_REQUESTS = {"quick": 12, "full": 64}  # requests in the simulated arrival stream
 DYNAMIC_MAX_BATCH = 8
 DYNAMIC_MAX_WAIT_MS = 200.0
 LOAD_FACTOR = 4.0  # arrival rate as a multiple of what an unbatched server can answer

@@ -46,11 +46,11 @@ class Profile:
 
 
 _PROFILES = {
-    "quick": Profile("quick", tickets_eval=36, qa_eval=40, perplexity_texts=12,
+    "quick": Profile("quick", tickets_eval=24, qa_eval=30, perplexity_texts=6,
                      perplexity_max_tokens=256, speed_prompts=2, new_tokens=32,
                      repeats=3, train_steps=60, classifier_epochs=3, distill_epochs=3,
-                     calibration_texts=16, ann_vectors=100_000, fsdp_steps=8, batch_sizes=(1, 2, 4, 8, 16, 32),
-                     load_requests=40, load_time_limit_s=60.0, assistant_questions=10, assistant_tickets=24),
+                     calibration_texts=16, ann_vectors=100_000, fsdp_steps=8, batch_sizes=(1, 4, 8, 16),
+                     load_requests=24, load_time_limit_s=45.0, assistant_questions=8, assistant_tickets=16),
     "full": Profile("full", tickets_eval=360, qa_eval=160, perplexity_texts=43,
                     perplexity_max_tokens=512, speed_prompts=4, new_tokens=128,
                     repeats=5, train_steps=300, classifier_epochs=6, distill_epochs=6,
