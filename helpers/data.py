@@ -7,7 +7,7 @@ print, filter and slice without any extra library.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 
 from .config import DATA_DIR
@@ -78,7 +78,8 @@ def load_kb(data_dir: Path | str = DATA_DIR) -> list[Document]:
     return sorted((_parse_front_matter(path) for path in files), key=lambda doc: doc.id)
 
 
-def _read_jsonl(path: Path) -> list[dict]:
+def _read_jsonl(path: Path, numbered: bool = False) -> list:
+    """The JSON values of a JSON Lines file; with ``numbered``, ``(line number, value)`` pairs."""
     if not path.exists():
         raise DataError(f"Missing data file {path}. Is this a complete clone of the workbook?")
     rows = []
@@ -86,32 +87,73 @@ def _read_jsonl(path: Path) -> list[dict]:
         if not line.strip():
             continue
         try:
-            rows.append(json.loads(line))
+            value = json.loads(line)
         except json.JSONDecodeError as error:
             raise DataError(f"{path}:{number} is not valid JSON ({error.msg}).") from None
+        rows.append((number, value) if numbered else value)
     return rows
+
+
+def _record(cls, row, where: str):
+    """``cls(**row)`` for a dataclass, with a :class:`DataError` naming the unexpected or missing keys and
+    ``where`` (file and line) instead of a bare TypeError."""
+    if not isinstance(row, dict):
+        raise DataError(f"{where}: expected a JSON object, got {type(row).__name__}.")
+    names = [f.name for f in fields(cls)]
+    required = [f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING]
+    unexpected = sorted(set(row) - set(names))
+    missing = [name for name in required if name not in row]
+    if unexpected or missing:
+        problems = ([f"unexpected key(s) {unexpected}"] if unexpected else []) + \
+                   ([f"missing key(s) {missing}"] if missing else [])
+        raise DataError(f"{where}: {'; '.join(problems)}; a {cls.__name__} has the keys {names}.")
+    return cls(**row)
 
 
 def load_qa(data_dir: Path | str = DATA_DIR) -> list[QAItem]:
     """The question/answer set; each item points at the KB article that answers it."""
-    return [QAItem(**row) for row in _read_jsonl(Path(data_dir) / "qa.jsonl")]
+    path = Path(data_dir) / "qa.jsonl"
+    return [_record(QAItem, row, f"{path}:{number}") for number, row in _read_jsonl(path, numbered=True)]
 
 
 def load_tickets(split: str, data_dir: Path | str = DATA_DIR) -> list[Ticket]:
     """Support tickets of one split: ``train``, ``validation`` or ``test``."""
     if split not in SPLITS:
         raise DataError(f"Unknown split {split!r}; use one of {', '.join(SPLITS)}.")
-    tickets = [Ticket(text=row["text"], label=row["label"])
-               for row in _read_jsonl(Path(data_dir) / "tickets" / f"{split}.jsonl")]
+    path = Path(data_dir) / "tickets" / f"{split}.jsonl"
+    tickets = [_record(Ticket, row, f"{path}:{number}") for number, row in _read_jsonl(path, numbered=True)]
     unknown = {ticket.label for ticket in tickets} - set(LABELS)
     if unknown:
         raise DataError(f"{split} tickets use unknown labels {sorted(unknown)}.")
     return tickets
 
 
-def load_cache_pairs(data_dir: Path | str = DATA_DIR) -> list[dict]:
-    """Labelled question pairs (paraphrase vs near miss) for tuning a semantic cache."""
-    return _read_jsonl(Path(data_dir) / "cache_pairs.jsonl")
+CACHE_PAIR_SPLITS = ("calibration", "test")
+QA_SPLITS = ("validation", "test")
+
+
+def load_cache_pairs(split: str | None = None, data_dir: Path | str = DATA_DIR) -> list[dict]:
+    """Labelled question pairs (paraphrase vs near miss) for tuning a semantic cache.
+
+    ``split="calibration"`` gives the pairs a threshold is chosen on, ``split="test"`` the
+    held-out pairs it is scored on once; ``None`` gives all of them.
+    """
+    if split is not None and split not in CACHE_PAIR_SPLITS:
+        raise DataError(f"Unknown cache-pair split {split!r}; use one of {', '.join(CACHE_PAIR_SPLITS)} or None.")
+    pairs = _read_jsonl(Path(data_dir) / "cache_pairs.jsonl")
+    return [pair for pair in pairs if split is None or pair.get("split") == split]
+
+
+def qa_split(items: list[QAItem], split: str, data_dir: Path | str = DATA_DIR) -> list[QAItem]:
+    """The QA items of one split (``validation``: one question per article; ``test``: the rest).
+
+    Choices (chunk size, k, prompt layout) are made on validation and reported once on test;
+    the ids live in ``data/qa_splits.json``.
+    """
+    if split not in QA_SPLITS:
+        raise DataError(f"Unknown QA split {split!r}; use one of {', '.join(QA_SPLITS)}.")
+    ids = set(json.loads((Path(data_dir) / "qa_splits.json").read_text(encoding="utf-8"))[split])
+    return [item for item in items if item.id in ids]
 
 
 def stratified_sample(tickets: list[Ticket], n: int, seed: int = 0) -> list[Ticket]:

@@ -9,9 +9,12 @@ No request starts after ``time_limit_s``; requests already in flight get
 ``time_limit_s + grace_s``. Every request ends as one of:
 
 - **answered**: HTTP 200;
-- **shed**: HTTP 503 (or 429), the server said "too busy, try later" at once;
-- **failed**: anything else: other status codes, timeouts, connection errors,
-  or a request still unanswered when the grace period ran out.
+- **shed**: the server's backpressure refused it at once: HTTP 503 (or 429) whose body
+  says so (Ray Serve's "Request dropped due to backpressure" or the app's own
+  ``"shed": true``);
+- **failed**: anything else: other status codes, a 503 for any other reason (Serve also
+  answers 503 when a deployment is unavailable: that is an outage, not load shedding),
+  timeouts, connection errors, or a request still unanswered when the grace period ran out.
 
 Requests never sent because the time limit came first are counted as
 **unsent**: they say the test was too short, not that the server failed. :func:`summarize` turns the outcomes into throughput and latency
@@ -22,12 +25,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
 import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Sequence
+
+from .metrics import percentile  # noqa: F401  (re-exported: summarize() and callers use loadtest.percentile)
 
 SHED_STATUSES = (503, 429)
 
@@ -85,28 +89,21 @@ def _round(value):
     return None if value is None else round(value)
 
 
-def percentile(values: Sequence[float], q: float) -> float:
-    """The ``q``-th percentile (0..100) with linear interpolation between order statistics.
+def is_backpressure(body_text: str) -> bool:
+    """True when a refusal's body says backpressure shed it (Serve's message or the app's ``"shed": true``)."""
+    text = (body_text or "").lower()
+    return "backpressure" in text or '"shed": true' in text or '"shed":true' in text
 
-    Same definition as ``numpy.percentile``'s default; raises ValueError for an
-    empty sequence or ``q`` outside 0..100.
+
+def classify(status: int | None, body_text: str = "") -> str:
+    """``answered`` for 200; ``shed`` for a 503/429 whose body says backpressure; else ``failed``.
+
+    ``None`` means no response at all. A 503 without the backpressure message (a deployment
+    that is down, a proxy with no replica) is a failure, not shedding.
     """
-    if not 0 <= q <= 100:
-        raise ValueError(f"q must be between 0 and 100, got {q}.")
-    ordered = sorted(values)
-    if not ordered:
-        raise ValueError("percentile of no values is undefined; pass at least one latency.")
-    position = (len(ordered) - 1) * q / 100
-    low = math.floor(position)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
-
-
-def classify(status: int | None) -> str:
-    """``answered`` for 200, ``shed`` for 503/429, ``failed`` for anything else (None = no response)."""
     if status == 200:
         return "answered"
-    if status in SHED_STATUSES:
+    if status in SHED_STATUSES and is_backpressure(body_text):
         return "shed"
     return "failed"
 
@@ -177,7 +174,7 @@ async def _send(client, url: str, payload: dict, timeout_s: float, started: floa
         return Outcome("failed", time.perf_counter() - sent_at, None, f"{type(error).__name__}: {error}"[:200],
                        sent_at_s=sent_at - started)
     latency = time.perf_counter() - sent_at
-    kind = classify(response.status_code)
+    kind = classify(response.status_code, response.text)
     replica, detail, server_s = None, "", None
     try:
         body = response.json()

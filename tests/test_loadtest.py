@@ -22,12 +22,39 @@ def test_percentile_rejects_empty_and_bad_q():
         loadtest.percentile([1.0], 101)
 
 
+SERVE_BACKPRESSURE = "Request dropped due to backpressure (num_queued_requests=4, max_queued_requests=4)."
+SERVE_UNAVAILABLE = "Deployment(name='LLMServer', app='workbook') is unavailable because it failed to deploy."
+
+
 def test_classify_status_codes():
     assert loadtest.classify(200) == "answered"
-    assert loadtest.classify(503) == "shed"
-    assert loadtest.classify(429) == "shed"
+    assert loadtest.classify(503, SERVE_BACKPRESSURE) == "shed"
+    assert loadtest.classify(429, SERVE_BACKPRESSURE) == "shed"
+    assert loadtest.classify(503, '{"error": "too busy", "shed": true}') == "shed"
+    # A 503 that is not backpressure is an outage: it must count as failed, never as shed.
+    assert loadtest.classify(503, SERVE_UNAVAILABLE) == "failed"
+    assert loadtest.classify(503) == "failed"
     for status in (400, 422, 500, 408, None):
-        assert loadtest.classify(status) == "failed"
+        assert loadtest.classify(status, SERVE_BACKPRESSURE) == "failed"
+
+
+def test_a_deployment_that_goes_down_mid_run_counts_as_failed():
+    """Serve answers 503 when a deployment is unavailable; those requests are failures, not shed load."""
+    calls = {"n": 0}
+
+    async def handler(request):
+        calls["n"] += 1
+        if calls["n"] <= 3:
+            return httpx.Response(200, json={"text": "ok", "replica": "r1", "seconds": 0.001})
+        if calls["n"] <= 5:
+            return httpx.Response(503, text=SERVE_BACKPRESSURE)
+        return httpx.Response(503, text=SERVE_UNAVAILABLE)  # the deployment died
+
+    payloads = [{"prompt": "p"}] * 10
+    report = loadtest.run_load("http://test/", payloads, concurrency=1, time_limit_s=10, progress=False,
+                               transport=_mock(handler))
+    assert (report.answered, report.shed, report.failed) == (3, 2, 5)
+    assert any("unavailable" in example for example in report.failure_examples)
 
 
 def test_summarize_counts_throughput_and_percentiles():
@@ -81,7 +108,7 @@ def test_run_load_counts_answered_shed_and_failed():
         calls["n"] += 1
         prompt = request.read().decode()
         if "shed" in prompt:
-            return httpx.Response(503, json={"error": "busy"})
+            return httpx.Response(503, text=SERVE_BACKPRESSURE)
         if "bad" in prompt:
             return httpx.Response(422, json={"error": "Missing field 'prompt'"})
         if "drop" in prompt:

@@ -55,37 +55,127 @@ def test_model_bytes_counts_packed_4bit_storage_and_scales():
     assert metrics.model_bytes(module) == 256 + 32 + 64
 
 
-def test_perplexity_of_a_uniform_model_is_the_vocabulary_size(llm_tokenizer):
-    class Uniform(torch.nn.Module):
-        def __init__(self, vocab):
-            super().__init__()
-            self.vocab = vocab
-            self.anchor = torch.nn.Parameter(torch.zeros(1))
+class Bigram(torch.nn.Module):
+    """Logits depend only on the current token, so every token's loss is known by hand whatever the window."""
 
-        def forward(self, input_ids, labels):
-            logits = torch.zeros(*input_ids.shape, self.vocab)
-            loss = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, self.vocab),
-                                                     labels[:, 1:].reshape(-1), ignore_index=-100)
-            return type("Output", (), {"loss": loss})
+    def __init__(self, vocab: int, seed: int = 0):
+        super().__init__()
+        generator = torch.Generator().manual_seed(seed)
+        self.table = torch.nn.Parameter(torch.randn(vocab, vocab, generator=generator) * 3)
 
-    vocab = len(llm_tokenizer)
-    text = "Lumen Cloud keeps deleted files for a while. " * 30
-    value = metrics.perplexity(Uniform(vocab), llm_tokenizer, [text], max_length=64, stride=32, progress=False)
-    assert value == pytest.approx(vocab, rel=1e-4)
+    def forward(self, input_ids, labels=None):
+        return type("Output", (), {"logits": self.table[input_ids]})
 
 
-def test_perplexity_scores_every_token_once(llm_tokenizer, tiny_llama):
-    text = "Sync conflicts create a copy named after the device. " * 20
-    n_tokens = len(llm_tokenizer(text).input_ids)
-    one_window = metrics.perplexity(tiny_llama, llm_tokenizer, [text], max_length=n_tokens, progress=False)
-    assert math.isfinite(one_window) and one_window > 1
-    # A window covering the whole text equals a plain forward pass.
-    ids = llm_tokenizer(text, return_tensors="pt").input_ids
-    with torch.no_grad():
-        direct = math.exp(tiny_llama(ids, labels=ids).loss.item())
-    assert one_window == pytest.approx(direct, rel=1e-4)
+class CharTokenizer:
+    """Token i is the character with code i; BOS = 0."""
+
+    bos_token_id, eos_token_id = 0, 1
+
+    def __call__(self, text, add_special_tokens=False, return_tensors=None):
+        return type("Encoded", (), {"input_ids": [ord(c) % 50 + 2 for c in text]})
+
+
+def test_scoring_windows_score_every_target_once_with_context():
+    for n_tokens in (1, 2, 3, 7, 8, 9, 25, 64):
+        windows = metrics.scoring_windows(n_tokens, max_length=8, stride=3)
+        targets = [t for begin, end, first in windows for t in range(first, end)]
+        assert targets == list(range(1, n_tokens)), n_tokens
+        for begin, end, first in windows:
+            assert end - begin <= 8 and begin < first  # at least one token of context
     with pytest.raises(ValueError):
-        metrics.perplexity(tiny_llama, llm_tokenizer, [""], progress=False)
+        metrics.scoring_windows(10, max_length=8, stride=8)
+
+
+def test_perplexity_matches_a_hand_computed_multi_window_case():
+    model, tokenizer = Bigram(52), CharTokenizer()
+    texts = ["sync conflicts", "a", "trash keeps files for 45 days"]  # a 1-character text included
+    log_probs = torch.log_softmax(model.table.detach(), dim=-1)
+    by_hand = []
+    for text in texts:
+        ids = [0] + tokenizer(text).input_ids
+        by_hand += [-log_probs[ids[i - 1], ids[i]].item() for i in range(1, len(ids))]
+    expected = math.exp(sum(by_hand) / len(by_hand))
+    assert len(set(round(v, 3) for v in by_hand)) > 5  # unequal per-token losses
+    nlls = metrics.token_nlls(model, tokenizer, texts, max_length=5, stride=2, progress=False)
+    assert [len(v) for v in nlls] == [len(t) for t in texts]  # every character scored once, the first too
+    assert math.isfinite(metrics.perplexity_from_nlls(nlls))
+    assert metrics.perplexity(model, tokenizer, texts, max_length=5, stride=2, progress=False) == \
+        pytest.approx(expected, rel=1e-5)
+    with pytest.raises(ValueError, match="No tokens"):
+        metrics.perplexity(model, tokenizer, [""], progress=False)
+
+
+def test_perplexity_ratio_has_a_paired_interval():
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    base = rng.gamma(2.0, 1.5, size=600)
+    worse = base + 0.1  # every token 0.1 nats worse: ratio exp(0.1)
+    result = metrics.perplexity_ratio([base[:300], base[300:]], [base], block_tokens=50)
+    assert result["value"] == pytest.approx(1.0)
+    result = metrics.perplexity_ratio([worse], [base], block_tokens=50)
+    assert result["value"] == pytest.approx(math.exp(0.1)) and result["n"] == 12
+    low, high = result["interval"]
+    assert low == pytest.approx(math.exp(0.1)) and high == pytest.approx(math.exp(0.1))  # paired: no spread
+    noisy = metrics.perplexity_ratio([base + rng.normal(0.1, 0.5, size=600)], [base], block_tokens=50)
+    assert noisy["interval"][0] < noisy["value"] < noisy["interval"][1]
+
+
+def test_perplexity_scores_the_first_token_with_a_real_model(llm_tokenizer, tiny_llama):
+    text = "Sync conflicts create a copy named after the device. " * 20
+    ids = metrics.document_ids(llm_tokenizer, text)
+    assert ids[0] in (llm_tokenizer.bos_token_id, llm_tokenizer.eos_token_id)
+    one_window = metrics.perplexity(tiny_llama, llm_tokenizer, [text], max_length=len(ids), stride=len(ids) - 1,
+                                    progress=False)
+    with torch.no_grad():
+        tensor = torch.tensor([ids])
+        direct = math.exp(tiny_llama(tensor, labels=tensor).loss.item())
+    assert one_window == pytest.approx(direct, rel=1e-4)
+    windowed = metrics.perplexity(tiny_llama, llm_tokenizer, [text], max_length=64, stride=32, progress=False)
+    assert math.isfinite(windowed) and windowed > 1
+
+
+def test_wilson_interval_known_values():
+    low, high = metrics.wilson_interval(18, 24)
+    assert (round(low, 3), round(high, 3)) == (0.551, 0.880)
+    assert metrics.wilson_interval(0, 10)[0] == 0.0 and metrics.wilson_interval(10, 10)[1] == 1.0
+    with pytest.raises(ValueError):
+        metrics.wilson_interval(3, 0)
+
+
+def test_paired_bootstrap_of_a_difference():
+    same = metrics.accuracy_difference([1, 0, 1, 1] * 10, [1, 0, 1, 1] * 10)
+    assert same["value"] == 0 and same["interval"] == (0.0, 0.0) and same["n"] == 40
+    better = metrics.accuracy_difference([1] * 30 + [0] * 10, [1] * 10 + [0] * 30)
+    assert better["value"] == pytest.approx(0.5) and 0.3 < better["interval"][0] < 0.5 < better["interval"][1]
+    ratio = metrics.accuracy_ratio([1] * 9 + [0], [1] * 10)
+    assert ratio["value"] == pytest.approx(0.9) and ratio["interval"][1] <= 1.0
+    with pytest.raises(ValueError):
+        metrics.accuracy_difference([1, 0], [1])
+
+
+def test_speedup_pairs_alternating_rounds():
+    slow = metrics.Timing(2.0, 1.0, 3.0, 4, 1.5, 2.5, (1.0, 2.0, 2.0, 3.0))
+    fast = metrics.Timing(0.5, 0.25, 0.75, 4, 0.4, 0.6, (0.25, 0.5, 0.5, 0.75))
+    result = metrics.speedup(slow, fast)
+    assert result["value"] == 4.0 and result["interval"] == (4.0, 4.0) and result["kind"] == "IQR"
+    with pytest.raises(ValueError, match="same number of rounds"):
+        metrics.speedup(slow, metrics.Timing(1, 1, 1, 1, 1, 1, (1.0,)))
+
+
+def test_measure_alternating_interleaves_variants():
+    order = []
+    timings = metrics.measure_alternating({"a": lambda: order.append("a"), "b": lambda: order.append("b")},
+                                          repeats=3, warmup=1)
+    assert order == ["a", "b", "a", "b", "a", "b", "a", "b"]
+    assert timings["a"].runs == 3 and len(timings["b"].samples) == 3
+    assert timings["a"].q1_s <= timings["a"].median_s <= timings["a"].q3_s
+
+
+def test_samples_to_decide_scales_with_the_square_of_the_gap():
+    assert metrics.samples_to_decide(0.20, (0.05, 0.35), 0.15, 24) == 24 * 9
+    assert metrics.samples_to_decide(0.15, (0.05, 0.25), 0.15, 24) is None
 
 
 def test_generation_speed_counts_exact_tokens(llm_tokenizer, tiny_llama):
