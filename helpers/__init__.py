@@ -1,7 +1,8 @@
 """The library under the LLM Optimization Workbook notebooks.
 
-Each technique has a module named after it; shared plumbing lives in
-``config``, ``models``, ``data``, ``metrics``, ``results`` and ``plots``.
+Each technique has a module named after it; shared plumbing lives in ``config``, ``models``,
+``data``, ``machine``, ``generation``, ``labels``, ``metrics``, ``results`` and ``plots``.
+helpers/README.md describes the layout and how to extend it.
 """
 
 from __future__ import annotations

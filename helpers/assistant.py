@@ -195,6 +195,8 @@ class Assistant:
     def triage(self, configuration: Configuration, ticket_texts: Sequence[str]) -> list[str]:
         """A label for each ticket, by the configuration's ticket method."""
         from . import prompting
+        from .generation import generate, render_chat
+        from .labels import parse_label
 
         if configuration.ticket_method == "classifier":
             from .finetune import classify
@@ -203,7 +205,7 @@ class Assistant:
             return classify(model, tokenizer, list(ticket_texts), batch_size=configuration.batch_size)
         model, tokenizer = self.llm(configuration.weights)
         if configuration.ticket_method == "label_scoring":
-            rendered = [prompting.render_chat(tokenizer, prompting.instruction_prompt(text)) for text in ticket_texts]
+            rendered = [render_chat(tokenizer, prompting.instruction_prompt(text)) for text in ticket_texts]
             scores, _ = prompting.score_tickets(model, tokenizer, rendered, progress=False)
             return [prompting.pick_label(score, normalise="mean") for score in scores]
         if configuration.ticket_method == "few_shot_similar":
@@ -212,15 +214,16 @@ class Assistant:
                        for text, chosen in zip(ticket_texts, examples)]
         else:
             prompts = [prompting.bare_prompt(text) for text in ticket_texts]
-        rendered = [prompting.render_chat(tokenizer, prompt) for prompt in prompts]
-        answers, _ = prompting.generate(model, tokenizer, rendered, max_new_tokens=8,
-                                        batch_size=configuration.batch_size, progress=False)
-        return [prompting.parse_label(answer) for answer in answers]
+        rendered = [render_chat(tokenizer, prompt) for prompt in prompts]
+        answers = generate(model, tokenizer, rendered, max_new_tokens=8, batch_size=configuration.batch_size,
+                           progress=False)
+        return [parse_label(answer) for answer in answers]
 
     def answer(self, configuration: Configuration, questions: Sequence[str],
                max_new_tokens: int = ANSWER_MAX_NEW_TOKENS) -> list[str]:
         """Answers to ``questions``, closed-book or grounded in retrieved KB chunks."""
         from . import rag
+        from .generation import generate
 
         model, tokenizer = self.llm(configuration.weights)
         if configuration.qa_method == "rag":
@@ -228,8 +231,8 @@ class Assistant:
             prompts = [rag.grounded_messages(question, found) for question, found in zip(questions, hits)]
         else:
             prompts = [rag.closed_book_messages(question) for question in questions]
-        return rag.generate_answers(model, tokenizer, prompts, max_new_tokens=max_new_tokens,
-                                    batch_size=configuration.batch_size, progress=False)
+        return generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=configuration.batch_size,
+                        progress=False, strip=True)
 
     def answer_with_cache(self, configuration: Configuration, questions: Sequence[str], threshold: float,
                           max_new_tokens: int = ANSWER_MAX_NEW_TOKENS) -> tuple[list[str], int]:

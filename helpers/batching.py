@@ -29,8 +29,7 @@ from tqdm.auto import tqdm
 
 from . import config
 
-# Named sizes of the dynamic-batching demo (quick / full profile).
-DYNAMIC_REQUESTS = {"quick": 12, "full": 64}  # requests in the simulated arrival stream
+# Named settings of the dynamic-batching demo (the profile-dependent request count is in helpers/config.py).
 DYNAMIC_MAX_BATCH = 8
 DYNAMIC_MAX_WAIT_MS = 200.0
 LOAD_FACTOR = 4.0  # arrival rate as a multiple of what an unbatched server can answer
@@ -38,7 +37,7 @@ LOAD_FACTOR = 4.0  # arrival rate as a multiple of what an unbatched server can 
 
 def dynamic_requests() -> int:
     """Number of simulated requests for the active profile."""
-    return DYNAMIC_REQUESTS[config.profile().name]
+    return config.profile().dynamic_requests
 
 
 # --- static batching ----------------------------------------------------------------------
@@ -186,18 +185,17 @@ def server_metrics(served: Sequence[Served], tokens_per_request: int) -> dict:
     """Throughput (generated tokens per second of simulated time), latency percentiles and batch sizes."""
     if not served:
         raise ValueError("No served requests to summarise.")
-    latencies = sorted(item.latency_s for item in served)
+    from .metrics import percentile
+
+    latencies = [item.latency_s for item in served]
     span = max(item.finish_s for item in served) - min(item.arrival_s for item in served)
     batches = {(item.start_s, item.finish_s): item.batch_size for item in served}
-
-    def percentile(fraction: float) -> float:
-        return latencies[min(len(latencies) - 1, math.ceil(fraction * len(latencies)) - 1)]
 
     return {
         "requests": len(served),
         "throughput_tokens_per_s": len(served) * tokens_per_request / span,
         "latency_p50_s": statistics.median(latencies),
-        "latency_p95_s": percentile(0.95),
+        "latency_p95_s": percentile(latencies, 95),
         "batches": len(batches),
         "mean_batch_size": statistics.mean(batches.values()),
         "span_s": span,
@@ -206,7 +204,7 @@ def server_metrics(served: Sequence[Served], tokens_per_request: int) -> dict:
 
 def model_batch_runner(model, tokenizer, prompts: Sequence[str], new_tokens: int) -> Callable[[list[int]], float]:
     """A ``run_batch`` callback that generates ``new_tokens`` for the given prompt indices and returns the seconds."""
-    from .metrics import generate_greedy
+    from .generation import generate_greedy
 
     def run_batch(indices: list[int]) -> float:
         start = time.perf_counter()
@@ -218,9 +216,9 @@ def model_batch_runner(model, tokenizer, prompts: Sequence[str], new_tokens: int
 
 def plot_batching(sweep: Sequence[dict], title: str = "Static batching: throughput vs batch size"):
     """Throughput (tokens/s) against batch size, with the ideal linear scaling from batch 1 for reference."""
-    from .plots import _pyplot
+    from .plots import pyplot
 
-    plt = _pyplot()
+    plt = pyplot()
     sizes = [row["batch_size"] for row in sweep]
     speeds = [row["tokens_per_s"] for row in sweep]
     figure, axis = plt.subplots(figsize=(7, 3.5))
@@ -244,9 +242,9 @@ def plot_batching(sweep: Sequence[dict], title: str = "Static batching: throughp
 
 def plot_server_timeline(runs: dict[str, Sequence[Served]], title: str = "Simulated server: latency per request"):
     """Latency of each request against its arrival time, one series per server."""
-    from .plots import _pyplot
+    from .plots import pyplot
 
-    plt = _pyplot()
+    plt = pyplot()
     figure, axis = plt.subplots(figsize=(7, 3.5))
     for name, served in runs.items():
         ordered = sorted(served, key=lambda item: item.arrival_s)

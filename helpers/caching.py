@@ -28,6 +28,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from . import config
+from .generation import forward_argument_names
 
 # Chosen from data/cache_pairs.jsonl in notebook 08: the lowest cosine similarity (in steps
 # of 0.01) whose false-hit rate on the near-miss pairs is at most 5 % with all-MiniLM-L6-v2.
@@ -36,45 +37,17 @@ from . import config
 DEFAULT_THRESHOLD = 0.96
 DEFAULT_MAX_ENTRIES = 10_000
 
-# Named sizes of notebook 08's KV-cache and prefix-cache measurements (quick / full profile).
-KV_CACHE_PROMPTS = {"quick": 1, "full": 4}
-KV_CACHE_NEW_TOKENS = {"quick": 64, "full": 256}  # the speed-up grows with the tokens generated
-KV_CACHE_REPEATS = {"quick": 1, "full": 3}
-PREFIX_REQUESTS = {"quick": 2, "full": 8}
 PREFIX_ARTICLES = 2  # help-center articles in the shared system prompt (about 1,100 tokens)
-
-
-def rag_style_prompts(count: int, max_chars: int = 1000) -> list[str]:
-    """``count`` prompts made of the start of a help-center article and a question it answers.
-
-    One question per article, from the second article on (the first is a token-dense
-    price table); the excerpt is cut at a line break before ``max_chars`` characters,
-    which gives prompts of about 300 tokens.
-    """
-    from . import data
-
-    articles = {doc.id: doc for doc in data.load_kb()}
-    first_question = {}
-    for item in data.load_qa():
-        first_question.setdefault(item.doc_id, item)
-    items = list(first_question.values())[1: 1 + count]
-    if len(items) < count:
-        raise ValueError(f"Only {len(items)} articles have questions; ask for fewer prompts.")
-    prompts = []
-    for item in items:
-        excerpt = articles[item.doc_id].text[:max_chars].rsplit("\n", 1)[0]
-        prompts.append(f"Answer the question using this help-center article.\n\n{excerpt}\n\nQuestion: {item.question}")
-    return prompts
+DEFAULT_NAMESPACE = "default"
+_ROUNDING = 1e-6  # float32 inner products of identical unit vectors can land just below 1.0
 
 
 def sizes() -> dict:
-    """The KV-cache and prefix-cache sizes for the active profile."""
-    name = config.profile().name
-    return {"kv_prompts": KV_CACHE_PROMPTS[name], "kv_new_tokens": KV_CACHE_NEW_TOKENS[name],
-            "kv_repeats": KV_CACHE_REPEATS[name], "prefix_requests": PREFIX_REQUESTS[name],
+    """The KV-cache and prefix-cache sizes for the active profile (from :func:`helpers.config.profile`)."""
+    active = config.profile()
+    return {"kv_prompts": active.kv_cache_prompts, "kv_new_tokens": active.kv_cache_new_tokens,
+            "kv_repeats": active.kv_cache_repeats, "prefix_requests": active.prefix_requests,
             "prefix_articles": PREFIX_ARTICLES}
-DEFAULT_NAMESPACE = "default"
-_ROUNDING = 1e-6  # float32 inner products of identical unit vectors can land just below 1.0
 
 
 def normalize_prompt(prompt: str) -> str:
@@ -86,7 +59,8 @@ def normalize_prompt(prompt: str) -> str:
         raise ValueError(f"A prompt must be a string, not {type(prompt).__name__}.")
     normalized = re.sub(r"\s+", " ", prompt).strip().lower()
     if not normalized:
-        raise ValueError("The prompt is empty: pass the user's text (caching an empty prompt would match nothing useful).")
+        raise ValueError("The prompt is empty: pass the user's text "
+                         "(caching an empty prompt would match nothing useful).")
     return normalized
 
 
@@ -438,13 +412,6 @@ def chat_prefix_and_suffix(tokenizer, system_prompt: str, user_prompt: str):
     return prefix, torch.cat([prefix, suffix], dim=1)
 
 
-def _cache_argument(model) -> str:
-    """The keyword that passes a KV cache: ``cache`` in recent transformers, ``past_key_values`` before."""
-    import inspect
-
-    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
-
-
 def build_prefix_cache(model, prefix_ids):
     """Run the model once over ``prefix_ids`` and return its KV cache (a ``DynamicCache``)."""
     import torch
@@ -452,7 +419,7 @@ def build_prefix_cache(model, prefix_ids):
 
     cache = DynamicCache(config=model.config)
     with torch.no_grad():
-        model(prefix_ids.to(model.device), use_cache=True, **{_cache_argument(model): cache})
+        model(prefix_ids.to(model.device), use_cache=True, **{forward_argument_names(model)[0]: cache})
     return cache
 
 
@@ -466,7 +433,7 @@ def generate_with_prefix(model, tokenizer, input_ids, max_new_tokens: int, prefi
 
     options = dict(max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id)
     if prefix_cache is not None:
-        options[_cache_argument(model)] = copy.deepcopy(prefix_cache)
+        options[forward_argument_names(model)[0]] = copy.deepcopy(prefix_cache)
     input_ids = input_ids.to(model.device)
     with torch.no_grad():
         output = model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), **options)
@@ -484,9 +451,9 @@ def time_to_first_token(model, tokenizer, input_ids, prefix_cache=None, repeats:
 
 def plot_threshold_sweep(sweep: Sequence[dict], chosen: float, similarities: Sequence[float], same: Sequence[bool]):
     """Left: precision, recall and false-hit rate against the threshold. Right: similarity histograms by kind."""
-    from .plots import _pyplot
+    from .plots import pyplot
 
-    plt = _pyplot()
+    plt = pyplot()
     figure, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
     thresholds = [row["threshold"] for row in sweep]
     for key, label in (("precision", "precision of hits"), ("recall", "hit rate on paraphrases (recall)"),

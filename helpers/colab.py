@@ -24,6 +24,10 @@ BRANCH = "main"
 SETUP_TAG = "colab-setup"
 _BADGE = re.compile(r"\[!\[Open In Colab\]\([^)]*\)\]\([^)]*\)\n*")
 _REPOSITORY_NAME = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
+COLAB_DIR = "/content/workbook"
+# Extras of pyproject.toml a notebook needs on Colab, by its two-digit prefix (default: none).
+# Only 09 starts Ray Serve and reads manifests; notebook 10 imports nothing from the serve extra.
+NOTEBOOK_EXTRAS = {"09": ("serve",)}
 
 
 def _check_repository(repository: str) -> str:
@@ -39,20 +43,38 @@ def badge_markdown(notebook_name: str, repository: str = REPOSITORY, branch: str
     return f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]({url})"
 
 
-def setup_cell_source(repository: str = REPOSITORY, branch: str = BRANCH) -> str:
-    """Source of the first code cell: installs the workbook on Colab, does nothing elsewhere."""
+def extras_for(notebook_name: str) -> tuple[str, ...]:
+    """The pyproject extras ``notebook_name`` (e.g. ``09_serving_and_load_balancing.ipynb``) needs on Colab."""
+    return NOTEBOOK_EXTRAS.get(Path(notebook_name).name[:2], ())
+
+
+def setup_cell_source(notebook_name: str, repository: str = REPOSITORY, branch: str = BRANCH) -> str:
+    """Source of the first code cell of ``notebook_name``: installs the workbook on Colab, does nothing elsewhere.
+
+    The install carries the extras the notebook needs (:data:`NOTEBOOK_EXTRAS`); authoring
+    tools (the ``dev`` extra) are never installed on Colab. When the clone fails (a wrong or
+    private repository) the cell stops with a message naming the command that repoints it.
+    """
     _check_repository(repository)
+    extras = extras_for(notebook_name)
+    target = COLAB_DIR + (f"[{','.join(extras)}]" if extras else "")
+    url = f"https://github.com/{repository}"
+    failure = (f"Could not clone {url} (branch {branch}): the repository was not found or is private. "
+               f"If you host your own copy of the workbook, point the notebooks at it with "
+               f"`python -m helpers.colab owner/name` and commit.")
     return "\n".join([
         "# On Colab only: fetch and install the workbook, then use the models' hub ids.",
         "# Everywhere else (JupyterLab, `make run`, nbval) this cell does nothing.",
         "import os, sys",
         "",
-        'if "google.colab" in sys.modules and not os.path.isdir("/content/workbook"):',
-        f"    !git clone --quiet --depth 1 --branch {branch} https://github.com/{repository} /content/workbook",
-        "    %pip install --quiet -e /content/workbook",
+        f'if "google.colab" in sys.modules and not os.path.isdir("{COLAB_DIR}/helpers"):',
+        f"    !git clone --quiet --depth 1 --branch {branch} {url} {COLAB_DIR}",
+        f'    if not os.path.isdir("{COLAB_DIR}/helpers"):',
+        f"        raise SystemExit({failure!r})",
+        f'    %pip install --quiet -e "{target}"',
         'if "google.colab" in sys.modules:',
-        '    sys.path.insert(0, "/content/workbook")  # the editable install is only seen after a restart',
-        '    os.chdir("/content/workbook/notebooks")',
+        f'    sys.path.insert(0, "{COLAB_DIR}")  # the editable install is only seen after a restart',
+        f'    os.chdir("{COLAB_DIR}/notebooks")',
         f'    os.environ.setdefault("WORKBOOK_LLM", "{LLM_HUB_ID}")',
         f'    os.environ.setdefault("WORKBOOK_EMBEDDER", "{EMBEDDER_HUB_ID}")',
     ])
@@ -75,7 +97,7 @@ def add_to_notebook(path: Path | str, repository: str = REPOSITORY, branch: str 
     lines = _BADGE.sub("", title.source).split("\n", 1)
     badge = badge_markdown(path.name, repository, branch)
     title.source = lines[0] + "\n\n" + badge + ("\n\n" + lines[1].lstrip("\n") if len(lines) > 1 else "")
-    source = setup_cell_source(repository, branch)
+    source = setup_cell_source(path.name, repository, branch)
     existing = [cell for cell in notebook.cells if SETUP_TAG in cell.metadata.get("tags", [])]
     if existing:
         existing[0].source = source

@@ -43,19 +43,33 @@ class Profile:
     load_time_limit_s: float  # wall-clock limit per load-test step
     assistant_questions: int  # distinct questions per configuration in notebook 10
     assistant_tickets: int  # tickets per configuration in notebook 10
+    sweep_sparsities: tuple  # sparsities of notebook 04's perplexity-vs-sparsity sweep (one pass per point and method)
+    kv_cache_prompts: int  # prompts in notebook 08's KV-cache on/off comparison
+    kv_cache_new_tokens: int  # tokens generated there (the speed-up grows with them)
+    kv_cache_repeats: int  # timed repetitions of that comparison
+    prefix_requests: int  # requests in notebook 08's prefix-cache comparison
+    dynamic_requests: int  # requests in notebook 08's simulated arrival stream
+    serve_max_new_tokens: int  # tokens per request when a client of notebook 09's server does not say
+    serve_request_timeout_s: float  # end-to-end HTTP timeout of the Serve proxy
 
 
 _PROFILES = {
     "quick": Profile("quick", tickets_eval=24, qa_eval=30, perplexity_texts=6,
                      perplexity_max_tokens=256, speed_prompts=2, new_tokens=32,
-                     repeats=3, train_steps=60, classifier_epochs=3, distill_epochs=3,
+                     repeats=5, train_steps=60, classifier_epochs=3, distill_epochs=3,
                      calibration_texts=16, ann_vectors=100_000, fsdp_steps=8, batch_sizes=(1, 4, 8, 16),
-                     load_requests=24, load_time_limit_s=45.0, assistant_questions=8, assistant_tickets=16),
+                     load_requests=24, load_time_limit_s=45.0, assistant_questions=8, assistant_tickets=16,
+                     sweep_sparsities=(0.0, 0.3, 0.5, 0.7), kv_cache_prompts=1, kv_cache_new_tokens=64,
+                     kv_cache_repeats=1, prefix_requests=2, dynamic_requests=12, serve_max_new_tokens=16,
+                     serve_request_timeout_s=60.0),
     "full": Profile("full", tickets_eval=360, qa_eval=160, perplexity_texts=43,
                     perplexity_max_tokens=512, speed_prompts=4, new_tokens=128,
                     repeats=5, train_steps=300, classifier_epochs=6, distill_epochs=6,
                     calibration_texts=64, ann_vectors=500_000, fsdp_steps=30, batch_sizes=(1, 2, 4, 8, 16, 32),
-                    load_requests=200, load_time_limit_s=240.0, assistant_questions=80, assistant_tickets=120),
+                    load_requests=200, load_time_limit_s=240.0, assistant_questions=80, assistant_tickets=120,
+                    sweep_sparsities=(0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7), kv_cache_prompts=4,
+                    kv_cache_new_tokens=256, kv_cache_repeats=3, prefix_requests=8, dynamic_requests=64,
+                    serve_max_new_tokens=48, serve_request_timeout_s=120.0),
 }
 
 
@@ -88,6 +102,36 @@ def device() -> str:
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
         return "mps"
     return "cpu"
+
+
+def module_device(module):
+    """The device a model (or layer) computes on: that of its first parameter or buffer, else CPU.
+
+    PyTorch's dynamic int8 layers keep their weights in packed form (neither parameter
+    nor buffer); they run on the CPU only, which is what this returns for them.
+    """
+    import torch
+
+    for tensors in (module.parameters(), module.buffers()):
+        first = next(iter(tensors), None)
+        if first is not None:
+            return first.device
+    return torch.device("cpu")
+
+
+def synchronize(device=None) -> None:
+    """Wait until queued GPU work on ``device`` has finished (no-op on CPU).
+
+    CUDA and MPS run kernels asynchronously: read a clock only after this, or a timing
+    measures how fast work was *queued*, not how fast it ran.
+    """
+    import torch
+
+    kind = torch.device(device).type if device is not None else ("cuda" if torch.cuda.is_available() else "cpu")
+    if kind == "cuda" and torch.cuda.is_available():
+        torch.cuda.synchronize(device)
+    elif kind == "mps" and getattr(torch, "mps", None) is not None and torch.backends.mps.is_available():
+        torch.mps.synchronize()
 
 
 def seed_everything(seed: int = 0) -> int:

@@ -178,15 +178,18 @@ def parameter_breakdown(model) -> dict[str, int]:
 
 def compare_speed(contenders: dict, texts: Sequence[str], batch_size: int, rounds: int = 3, repeats: int = 3,
                   max_length: int = 128, progress: bool = True) -> dict[str, dict]:
-    """CPU inference time of several ``{name: (model, tokenizer)}`` on the same texts, side by side.
+    """Inference time of several ``{name: (model, tokenizer)}`` on the same texts, side by side.
 
     One call classifies all ``texts`` in batches of ``batch_size`` (tokenisation
     included: the student's tokenizer is part of what ships). Each round times every
     contender with :func:`helpers.metrics.measure` (median of ``repeats`` after a
     warm-up); contenders alternate within a round so background load hits them alike.
     Returns per contender the median seconds per text over rounds, and the per-round medians.
+    Each model gets its inputs on its own device; on a GPU a call ends when its kernels have.
     """
     import torch
+
+    from .config import module_device, synchronize
 
     if batch_size < 1 or rounds < 1:
         raise ValueError("batch_size and rounds must be at least 1.")
@@ -195,12 +198,15 @@ def compare_speed(contenders: dict, texts: Sequence[str], batch_size: int, round
     batches = [list(texts[i:i + batch_size]) for i in range(0, len(texts), batch_size)]
 
     def runner(model, tokenizer):
+        device = module_device(model)
+
         def run():
             with torch.inference_mode():
                 for batch in batches:
                     encoded = tokenizer(batch, truncation=True, max_length=max_length, padding=True,
-                                        return_tensors="pt")
+                                        return_tensors="pt").to(device)
                     model(**encoded)
+                synchronize(device)
         return run
 
     per_round = {name: [] for name in contenders}

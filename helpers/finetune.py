@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import random
 import shutil
-import string
 import tempfile
 from pathlib import Path
 from typing import Sequence
@@ -20,6 +19,7 @@ from tqdm.auto import tqdm
 
 from . import config
 from .data import LABELS, Ticket
+from .labels import UNKNOWN, parse_label
 
 # --- the LLM triage task ---------------------------------------------------------------
 
@@ -30,8 +30,8 @@ TRIAGE_INSTRUCTION = (
 LABEL_MAX_NEW_TOKENS = 8  # the longest label ("sharing_permissions") is 3 tokens, plus the end-of-turn token
 TICKET_MAX_TOKENS = 96  # tickets are short (99 % under 60 tokens); longer ones are cut, never the answer
 LORA_BATCH_SIZE = 4  # small batches: 60 steps x 4 tickets fit the quick profile's CPU budget
-LORA_LEARNING_RATE = 1e-3  # adapters start at zero and train few weights, so they take a larger step than full fine-tuning
-_STRIP_CHARACTERS = string.whitespace + string.punctuation.replace("_", "") + "“”‘’"
+# adapters start at zero and train few weights, so they take a larger step than full fine-tuning
+LORA_LEARNING_RATE = 1e-3
 
 
 def triage_messages(ticket_text: str, label: str | None = None) -> list[dict]:
@@ -62,52 +62,29 @@ def _cut_ticket(tokenizer, ticket_text: str, max_tokens: int = TICKET_MAX_TOKENS
     return ticket_text if len(ids) <= max_tokens else tokenizer.decode(ids[:max_tokens])
 
 
-def parse_label(answer: str) -> str | None:
-    """The label if the answer is exactly one label, else ``None``.
-
-    Case, surrounding whitespace, quotes and a final full stop are forgiven; anything
-    else ("The label is billing.", "billing, refund") counts as an invalid format.
-    """
-    if not isinstance(answer, str):
-        return None
-    cleaned = answer.strip().strip(_STRIP_CHARACTERS).lower()
-    return cleaned if cleaned in LABELS else None
-
-
 def score_answers(answers: Sequence[str], gold_labels: Sequence[str]) -> dict:
-    """Accuracy and format-valid rate of raw model answers under :func:`parse_label`."""
+    """Accuracy and format-valid rate of raw model answers under the strict rule of
+    :func:`helpers.labels.parse_label` (the answer must be exactly one label), plus
+    ``accuracy_lenient``: the accuracy under the lenient rule notebook 01 uses, for comparison."""
     if len(answers) != len(gold_labels):
         raise ValueError(f"{len(answers)} answers but {len(gold_labels)} gold labels.")
     if not answers:
         raise ValueError("Score at least one answer.")
-    parsed = [parse_label(answer) for answer in answers]
+    parsed = [parse_label(answer, strict=True) for answer in answers]
+    lenient = [parse_label(answer) for answer in answers]
     return {
         "accuracy": sum(p == gold for p, gold in zip(parsed, gold_labels)) / len(answers),
-        "format_valid_rate": sum(p is not None for p in parsed) / len(answers),
+        "accuracy_lenient": sum(p == gold for p, gold in zip(lenient, gold_labels)) / len(answers),
+        "format_valid_rate": sum(p != UNKNOWN for p in parsed) / len(answers),
         "n": len(answers),
         "parsed": parsed,
     }
 
 
-def generate_answers(model, tokenizer, ticket_texts: Sequence[str], batch_size: int = 16,
-                     max_new_tokens: int = LABEL_MAX_NEW_TOKENS, progress: bool = True) -> list[str]:
-    """Greedy answers of the LLM to the triage prompt, one string per ticket."""
-    import torch
-
-    if batch_size < 1:
-        raise ValueError("batch_size must be at least 1.")
-    tokenizer.padding_side = "left"
-    device = next(model.parameters()).device
-    answers: list[str] = []
-    batches = range(0, len(ticket_texts), batch_size)
-    for start in tqdm(batches, desc="generate", disable=not progress, leave=False):
-        prompts = [triage_prompt(tokenizer, text) for text in ticket_texts[start:start + batch_size]]
-        inputs = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
-        with torch.no_grad():
-            output = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
-                                    pad_token_id=tokenizer.pad_token_id)
-        answers += tokenizer.batch_decode(output[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
-    return answers
+def triage_prompts(tokenizer, ticket_texts: Sequence[str]) -> list[str]:
+    """:func:`triage_prompt` for each ticket: pass them to :func:`helpers.generation.generate`
+    with ``max_new_tokens=LABEL_MAX_NEW_TOKENS``."""
+    return [triage_prompt(tokenizer, text) for text in ticket_texts]
 
 
 def build_lora_examples(tokenizer, tickets: Sequence[Ticket]) -> list[dict]:
@@ -190,7 +167,8 @@ def train_lora(model, tokenizer, tickets: Sequence[Ticket], steps: int, batch_si
         raise ValueError("The model has no trainable parameters; wrap it with peft.get_peft_model first.")
     optimizer = torch.optim.AdamW(trainable, lr=learning_rate, weight_decay=0.0)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: min((step + 1) / max(warmup_steps, 1), max(0.0, (steps - step) / max(steps - warmup_steps, 1))))
+        optimizer, lambda step: min((step + 1) / max(warmup_steps, 1),
+                                    max(0.0, (steps - step) / max(steps - warmup_steps, 1))))
     order_rng = random.Random(seed)
     order: list[int] = []
     device = next(model.parameters()).device
@@ -458,7 +436,8 @@ def load_or_train_ticket_classifier(epochs: int | None = None, seed: int = 0, re
     if cache_path.exists():
         shutil.rmtree(cache_path)
     partial.rename(cache_path)
-    print(f"Trained the ticket classifier ({epochs} epochs on {len(train_tickets)} tickets) and saved it to {cache_path}.")
+    print(f"Trained the ticket classifier ({epochs} epochs on {len(train_tickets)} tickets) "
+          f"and saved it to {cache_path}.")
     return model.eval(), tokenizer
 
 
@@ -512,7 +491,8 @@ def technique_table(prompting: dict, rag: dict, fine_tuning: dict) -> str:
     rows = [
         ("Prompt engineering", "how the model is asked (instructions, examples, output format)",
          "no training; every call pays for the longer prompt",
-         pick(prompting, "01", [("zero-shot", "accuracy_zero_shot", True), ("best prompt", "accuracy_best_prompt", True),
+         pick(prompting, "01", [("zero-shot", "accuracy_zero_shot", True),
+                                ("best prompt", "accuracy_best_prompt", True),
                                 ("best prompt tokens", "prompt_tokens_best", False)])),
         ("RAG", "what the model knows at answer time (retrieved documents)",
          "an index to build and keep fresh; longer prompts; retrieval latency",

@@ -43,7 +43,28 @@ def parse_args(argv=None):
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--timeout-s", type=float, default=180.0, help="limit for any collective operation")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                        help="auto: one GPU per rank with NCCL when there are enough GPUs, else CPU with gloo")
     return parser.parse_args(argv)
+
+
+def choose_backend(requested: str, cuda_available: bool, gpu_count: int, world_size: int) -> tuple[str, str]:
+    """``(process-group backend, device type)`` for a run of ``world_size`` ranks.
+
+    NCCL on CUDA needs one GPU per rank (two ranks may not share one GPU), so ``auto``
+    picks ``("nccl", "cuda")`` only when there are at least ``world_size`` GPUs, and
+    ``("gloo", "cpu")`` otherwise. ``cuda`` insists on GPUs (ValueError when too few);
+    ``cpu`` always gives gloo on the CPU.
+    """
+    if requested not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"device must be auto, cpu or cuda, not {requested!r}.")
+    enough_gpus = cuda_available and gpu_count >= world_size
+    if requested == "cuda" and not enough_gpus:
+        raise ValueError(f"--device cuda needs one GPU per rank: {world_size} ranks, "
+                         f"{gpu_count if cuda_available else 0} usable GPUs.")
+    if requested == "cuda" or (requested == "auto" and enough_gpus):
+        return "nccl", "cuda"
+    return "gloo", "cpu"
 
 
 class RankLog:
@@ -106,7 +127,7 @@ def held_bytes(model, optimizer) -> dict:
     }
 
 
-def train(args, log: RankLog) -> dict:
+def train(args, log: RankLog, device: str = "cpu") -> dict:
     import torch
     import torch.distributed as dist
 
@@ -120,23 +141,26 @@ def train(args, log: RankLog) -> dict:
     seed_everything(args.seed)
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // world_size))
 
-    model, tokenizer = load_llm(device="cpu")
+    model, tokenizer = load_llm(device=device)
     model.train()
-    log(f"loaded {type(model).__name__}; torch threads {torch.get_num_threads()}")
+    log(f"loaded {type(model).__name__} on {device}; torch threads {torch.get_num_threads()}")
     if args.no_shard:
         mode = "single process" if world_size == 1 else "DDP"
         if world_size > 1:
             model = torch.nn.parallel.DistributedDataParallel(model)
     else:
+        from torch.distributed.device_mesh import init_device_mesh
         from torch.distributed.fsdp import fully_shard
 
+        # An explicit mesh: by default FSDP2 builds a CUDA mesh whenever CUDA exists, even for a CPU run.
+        mesh = init_device_mesh(torch.device(device).type, (world_size,))
         for layer in model.model.layers:
-            fully_shard(layer)  # each decoder layer is all-gathered just before it runs
-        fully_shard(model)  # the rest: embeddings (tied with the LM head) and the final norm
+            fully_shard(layer, mesh=mesh)  # each decoder layer is all-gathered just before it runs
+        fully_shard(model, mesh=mesh)  # the rest: embeddings (tied with the LM head) and the final norm
         mode = "FSDP2"
     log(f"mode {mode}, world size {world_size}, {per_rank} sequences of {args.seq_len} tokens per rank per step")
 
-    blocks = ticket_blocks(tokenizer, args.distinct_batches * args.global_batch, args.seq_len, args.seed)
+    blocks = ticket_blocks(tokenizer, args.distinct_batches * args.global_batch, args.seq_len, args.seed).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
     losses, step_seconds, held = [], [], {}
     for step in range(args.steps):
@@ -155,12 +179,13 @@ def train(args, log: RankLog) -> dict:
         step_seconds.append(time.perf_counter() - start)
         log(f"step {step + 1}/{args.steps}: loss {losses[-1]:.4f} ({step_seconds[-1]:.2f} s)")
     held["optimizer_bytes"] = held_bytes(model, optimizer)["optimizer_bytes"]  # state exists after the last step
-    return {"rank": rank, **held, "losses": losses, "step_seconds": step_seconds, "mode": mode}
+    return {"rank": rank, **held, "losses": losses, "step_seconds": step_seconds, "mode": mode, "device": device}
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)  # before importing torch, so a bad argument fails fast
 
+    import torch
     import torch.distributed as dist
 
     out = Path(args.out)
@@ -168,13 +193,23 @@ def main(argv=None) -> int:
     log = RankLog(Path(args.log_dir) if args.log_dir else out.parent, rank)
     started = time.perf_counter()
     try:
-        dist.init_process_group("gloo", timeout=timedelta(seconds=args.timeout_s))
-        result = train(args, log)
+        world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        backend, device_type = choose_backend(args.device, torch.cuda.is_available(), torch.cuda.device_count(),
+                                              world_size)
+        device = "cpu"
+        if device_type == "cuda":
+            local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+            torch.cuda.set_device(local_rank)
+            device = f"cuda:{local_rank}"
+        log(f"backend {backend} on {device}")
+        dist.init_process_group(backend, timeout=timedelta(seconds=args.timeout_s))
+        result = train(args, log, device)
         gathered = [None] * dist.get_world_size()
         dist.all_gather_object(gathered, result)
         if rank == 0:
             report = {
-                "mode": result["mode"], "world_size": dist.get_world_size(), "steps": args.steps,
+                "mode": result["mode"], "backend": dist.get_backend(), "device": result["device"],
+                "world_size": dist.get_world_size(), "steps": args.steps,
                 "global_batch": args.global_batch, "seq_len": args.seq_len, "lr": args.lr,
                 "full_param_bytes": result["full_param_bytes"], "losses": result["losses"],
                 "ranks": [{key: entry[key] for key in ("rank", "param_bytes", "grad_bytes", "optimizer_bytes")}

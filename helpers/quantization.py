@@ -5,9 +5,8 @@ the lesson); this module holds the plumbing around them:
 
 * :func:`dynamic_int8` — PyTorch's dynamic int8 (``torch.ao.quantization.quantize_dynamic``,
   deprecated in favour of torchao, which is not a dependency of the workbook);
-* :func:`storage_bytes` — bytes in memory including packed int8 weights that
-  ``helpers.metrics.model_bytes`` cannot see, and :func:`expected_bytes`, the same
-  number worked out from the layer shapes, to check it;
+* :func:`expected_bytes` — bytes in memory worked out from the layer shapes, to check
+  :func:`helpers.metrics.model_bytes` (which also sees packed int8 weights and scales);
 * :func:`linear_layer_timings` — one projection layer timed in every format, to see
   *why* a format is fast or slow;
 * the optional GGUF row through llama-cpp-python (:func:`gguf_available`,
@@ -26,6 +25,8 @@ from typing import Sequence
 import torch
 from torch import nn
 from tqdm.auto import tqdm
+
+from .config import module_device, synchronize
 
 # Block sizes bitsandbytes uses for 4-bit weights (QLoRA, section 3) and for the
 # second-level quantization of their scales ("double quantization").
@@ -63,72 +64,17 @@ def dynamic_int8(model) -> nn.Module:
     Weights are stored in int8 once; activations are quantized on the fly at every
     call. This is ``torch.ao.quantization.quantize_dynamic``, which PyTorch has
     deprecated in favour of torchao; its deprecation warnings are silenced here.
+
+    Its kernels run on the CPU only, so the copy is made on the CPU whatever device
+    ``model`` is on (feed it CPU inputs; ``helpers.metrics`` does, from its parameters).
     """
     names = set(block_linears(model))
+    copied = copy.deepcopy(model).to("cpu").float()  # a no-op move for a model already on the CPU
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         from torch.ao.quantization import quantize_dynamic
 
-        return quantize_dynamic(copy.deepcopy(model).float(), names, dtype=torch.qint8)
-
-
-def _packed_tensors(module) -> list[torch.Tensor]:
-    """Weight and bias held inside a dynamic-quantized layer's packed parameters."""
-    packed = getattr(module, "_packed_params", None)
-    if packed is None or not hasattr(packed, "_weight_bias"):
-        return []
-    weight, bias = packed._weight_bias()
-    return [tensor for tensor in (weight, bias) if tensor is not None]
-
-
-def _quantized_tensor_bytes(tensor: torch.Tensor) -> int:
-    """Bytes of a tensor; for a torch quantized tensor, also its per-channel scales and zero points."""
-    size = tensor.numel() * tensor.element_size()
-    if tensor.is_quantized and tensor.qscheme() in (torch.per_channel_affine, torch.per_channel_symmetric):
-        size += tensor.q_per_channel_scales().numel() * 8 + tensor.q_per_channel_zero_points().numel() * 8
-    elif tensor.is_quantized:
-        size += 16  # one scale and one zero point
-    return size
-
-
-def storage_bytes(model) -> int:
-    """Bytes a model holds in memory, whatever the format; shared tensors count once.
-
-    Counts parameters and buffers; bitsandbytes 4-bit scales (``quant_state``: block
-    scales, code table, nested scales); LLM.int8 row scales (``SCB``), which move from
-    the weight to ``module.state`` at the first forward pass; and the packed int8
-    weights of PyTorch dynamic-quantized layers, which are neither parameters nor
-    buffers. ``helpers.metrics.model_bytes`` agrees except for those last two cases.
-    """
-    from .metrics import _quant_state_tensors
-
-    seen: set[tuple[int, int]] = set()
-    total = 0
-
-    def add(tensor) -> None:
-        nonlocal total
-        if not isinstance(tensor, torch.Tensor) or tensor.device.type == "meta":
-            return
-        key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset())
-        if key in seen:
-            return
-        seen.add(key)
-        total += _quantized_tensor_bytes(tensor)
-
-    for tensor in list(model.parameters()) + list(model.buffers()):
-        add(tensor)
-        state = getattr(tensor, "quant_state", None)
-        if state is not None:
-            for extra in _quant_state_tensors(state):
-                add(extra)
-        add(getattr(tensor, "SCB", None))
-    for module in model.modules():
-        matmul_state = getattr(module, "state", None)
-        add(getattr(matmul_state, "SCB", None))
-        add(getattr(matmul_state, "CB", None))  # the int8 weight itself: already counted, shares storage
-        # unpacking makes fresh copies (whose addresses get reused), so count them without de-duplication
-        total += sum(_quantized_tensor_bytes(tensor) for tensor in _packed_tensors(module))
-    return total
+        return quantize_dynamic(copied, names, dtype=torch.qint8, inplace=True)
 
 
 def parameter_split(model) -> dict[str, int]:
@@ -230,7 +176,8 @@ def linear_layer_timings(layers: dict[str, nn.Module], tokens: Sequence[int] = (
 
     ``layers`` maps a format name to the *same* projection taken from each model
     variant. One token is the decode case (a matrix-vector product), 256 tokens the
-    prompt / perplexity case (a matrix-matrix product).
+    prompt / perplexity case (a matrix-matrix product). Inputs are made on each layer's
+    own device, and on a GPU every timed call waits for its kernels to finish.
     """
     from .metrics import measure
 
@@ -245,9 +192,16 @@ def linear_layer_timings(layers: dict[str, nn.Module], tokens: Sequence[int] = (
         results[name] = {}
         for count in tokens:
             dtype = torch.bfloat16 if _weight_dtype(layer) == torch.bfloat16 else torch.float32
-            inputs = torch.randn(1, count, width, generator=generator).to(dtype)
+            device = module_device(layer)
+            inputs = torch.randn(1, count, width, generator=generator).to(device=device, dtype=dtype)
+
+            def call(layer=layer, inputs=inputs, device=device):
+                output = layer(inputs)
+                synchronize(device)
+                return output
+
             with torch.no_grad():
-                timing = measure(lambda: layer(inputs), repeats=repeats, warmup=2)
+                timing = measure(call, repeats=repeats, warmup=2)
             results[name][count] = timing.median_s * 1000
     return results
 
@@ -299,31 +253,22 @@ def gguf_perplexity(llama, tokenizer, texts: Sequence[str], max_length: int = 25
     """
     import numpy as np
 
-    stride = stride or max_length // 2
-    if not 0 < stride <= max_length:
-        raise ValueError("stride must be in (0, max_length].")
-    total_nll, total_tokens = 0.0, 0
+    from .metrics import document_ids, perplexity_from_nlls, scoring_windows
+
+    per_text = []
     for text in tqdm(texts, desc="perplexity (gguf)", disable=not progress, leave=False):
-        ids = tokenizer(text).input_ids
-        previous_end = 0
-        for begin in range(0, len(ids), stride):
-            end = min(begin + max_length, len(ids))
-            window = ids[begin:end]
-            first_scored = len(window) - (end - previous_end)  # positions already scored earlier
+        ids = document_ids(tokenizer, text)
+        nlls = []
+        for begin, end, first_target in scoring_windows(len(ids), max_length, stride):
             llama.reset()
-            llama.eval(window)
+            llama.eval(ids[begin:end])
             logits = np.asarray(_all_logits(llama), dtype=np.float64)
-            for position in range(max(first_scored, 1), len(window)):
-                row = logits[position - 1]
+            for position in range(first_target, end):
+                row = logits[position - begin - 1]
                 log_norm = row.max() + np.log(np.exp(row - row.max()).sum())
-                total_nll += log_norm - row[window[position]]
-                total_tokens += 1
-            previous_end = end
-            if end == len(ids):
-                break
-    if total_tokens == 0:
-        raise ValueError("No tokens to score: pass non-empty texts.")
-    return math.exp(total_nll / total_tokens)
+                nlls.append(log_norm - row[ids[position]])
+        per_text.append(np.asarray(nlls))
+    return perplexity_from_nlls(per_text)
 
 
 def gguf_generation_speed(llama, prompts: Sequence[str], max_new_tokens: int, repeats: int = 3,
@@ -363,9 +308,9 @@ def comparison_table(rows: list[dict]) -> str:
 
 def plot_comparison(rows: list[dict], path=None):
     """Three panels side by side: MB in memory, perplexity and decode tokens/s per variant."""
-    from .plots import _pyplot
+    from .plots import pyplot
 
-    plt = _pyplot()
+    plt = pyplot()
     shown = [row for row in rows if not row.get("skipped")]
     names = [row["name"] for row in shown]
     figure, axes = plt.subplots(1, 3, figsize=(11, 3.4))

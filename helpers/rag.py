@@ -8,12 +8,13 @@ The pieces, in the order notebook 02 uses them:
   :meth:`Retriever.search` (chunks) and :meth:`Retriever.search_documents`
   (best chunk per document);
 * :func:`retrieval_recall` and :func:`chunking_sweep` measure document-level recall@k;
-* :func:`grounded_messages`, :func:`closed_book_messages`, :func:`generate_answers` and
-  :func:`answer_contains_keywords` build chat prompts, generate and score answers;
-* :func:`find_instruction_lines` / :func:`strip_instruction_lines` flag prompt-injection
-  lines in retrieved text before it reaches the model;
-* :func:`clustered_vectors`, :func:`build_ivf_index` and :func:`neighbour_recall` are the
-  large-scale (approximate nearest neighbour) demo.
+* :func:`grounded_messages`, :func:`closed_book_messages` and :func:`answer_contains_keywords`
+  build chat prompts and score answers;
+* :func:`rag_style_prompts` builds prompts of an article excerpt plus a question (notebook 08).
+
+The prompt-injection filter for retrieved text lives in :mod:`helpers.guardrails`; the
+large-scale approximate-search demo (synthetic vectors, IVF index) in :mod:`helpers.vector_search`;
+generation in :mod:`helpers.generation`.
 """
 
 from __future__ import annotations
@@ -270,9 +271,9 @@ def chunking_sweep(docs: Sequence, questions: Sequence[str], relevant_doc_ids: S
 
 def plot_recall_sweep(rows: Sequence[dict], goal: float | None = None, path=None):
     """Grouped bars: recall@1 and recall@5 for each chunk setting of :func:`chunking_sweep`."""
-    from .plots import _pyplot
+    from .plots import pyplot
 
-    plt = _pyplot()
+    plt = pyplot()
     labels = [f"{row['chunk_size']} / {row['chunk_overlap']}" for row in rows]
     positions = np.arange(len(rows))
     figure, axis = plt.subplots(figsize=(7, 3.5))
@@ -345,39 +346,32 @@ def closed_book_messages(question: str) -> list[dict]:
     return [{"role": "system", "content": CLOSED_BOOK_INSTRUCTIONS}, {"role": "user", "content": question}]
 
 
-def render_chat(messages: Sequence[dict]) -> str:
-    """A chat as plain text (``ROLE: content`` blocks), for printing what the model receives."""
-    return "\n\n".join(f"{message['role'].upper()}: {message['content']}" for message in messages)
-
-
-def generate_answers(model, tokenizer, chats: Sequence[Sequence[dict]], max_new_tokens: int = 48,
-                     batch_size: int = 8, progress: bool = True) -> list[str]:
-    """Greedy answers to ``chats`` (lists of role/content messages), in batches of similar length; order is kept.
-
-    Sorting by length before batching keeps padding (wasted work) small.
-    """
-    from .metrics import generate_greedy
-
-    if batch_size < 1:
-        raise ValueError("batch_size must be at least 1.")
-    texts = [tokenizer.apply_chat_template(list(chat), tokenize=False, add_generation_prompt=True) for chat in chats]
-    order = sorted(range(len(texts)), key=lambda i: len(tokenizer(texts[i]).input_ids))
-    answers: list[str | None] = [None] * len(texts)
-    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
-    for batch in tqdm(batches, desc="generating", disable=not progress):
-        # The texts already carry the chat template, so generate_greedy must not add another.
-        outputs = generate_greedy(model, tokenizer, [texts[i] for i in batch], max_new_tokens, chat=False)
-        for i, output in zip(batch, outputs):
-            answers[i] = output.strip()
-    return answers
-
-
 def answer_contains_keywords(answer: str, keywords: Sequence[str]) -> bool:
     """True when every keyword appears in ``answer``, ignoring case and runs of whitespace."""
     if not keywords:
         raise ValueError("An item without keywords cannot be scored; give it at least one key fact.")
     normalised = " ".join(answer.lower().split())
     return all(" ".join(keyword.lower().split()) in normalised for keyword in keywords)
+
+
+def answer_in_top_k(hit_lists: Sequence[Sequence[Hit]], keyword_lists: Sequence[Sequence[str]],
+                    k: int) -> list[bool]:
+    """Per question: are all of its keywords in its top ``k`` retrieved chunks (what the model reads)?
+
+    Each keyword must appear (ignoring case and runs of whitespace) in at least one of the
+    first ``k`` hits; different keywords may come from different chunks. The mean of the
+    flags is *answer recall@k* (pass them to :func:`helpers.metrics.proportion`).
+    """
+    k = _check_k(k)
+    if len(hit_lists) != len(keyword_lists):
+        raise ValueError(f"{len(hit_lists)} hit lists but {len(keyword_lists)} keyword lists.")
+    flags = []
+    for hits, keywords in zip(hit_lists, keyword_lists):
+        if not keywords:
+            raise ValueError("An item without keywords cannot be scored; give it at least one key fact.")
+        texts = [hit.text for hit in list(hits)[:k]]
+        flags.append(all(any(answer_contains_keywords(text, [keyword]) for text in texts) for keyword in keywords))
+    return flags
 
 
 def keyword_accuracy(answers: Sequence[str], keyword_lists: Sequence[Sequence[str]]) -> float:
@@ -397,135 +391,26 @@ def cited_doc_ids(answer: str) -> list[str]:
     return list(dict.fromkeys(match.lower() for match in CITATION.findall(answer)))
 
 
-# --- prompt-injection filter ------------------------------------------------------------
+# --- RAG-style prompts for the caching and batching measurements ---------------------
 
-INSTRUCTION_PATTERNS = (
-    r"\b(ignore|disregard|forget|override)\b[^.\n]{0,40}\b(instructions?|rules|guidelines|prompts?|"
-    r"everything (above|before))\b",
-    r"\b(previous|prior|earlier|above)\s+(instructions?|rules|prompts?)\b",
-    r"\b(ai|language model|assistant|chatbot|llm)s?\b[^.\n]{0,40}\b(must|should|will|are to|need to)\b",
-    r"\b(you are now|from now on|new instructions?|system prompt|developer mode)\b",
-    r"\b(ask|tell|instruct|get)\b[^.\n]{0,30}\b(users?|customers?|them|people)\b[^.\n]{0,40}"
-    r"\b(e-?mail|send|reply|give|share|provide|type|enter)\b[^.\n]{0,40}\b(passwords?|credentials|"
-    r"recovery codes?|2fa codes?|api keys?|card numbers?)\b",
-)
-_INSTRUCTION_REGEXES = tuple(re.compile(pattern, re.IGNORECASE) for pattern in INSTRUCTION_PATTERNS)
+def rag_style_prompts(count: int, max_chars: int = 1000) -> list[str]:
+    """``count`` prompts made of the start of a help-center article and a question it answers.
 
-
-def find_instruction_lines(text: str) -> list[str]:
-    """Lines of retrieved ``text`` that read like instructions to the model (prompt injection).
-
-    A heuristic: it looks for phrases that talk to an AI or override earlier
-    instructions, and for requests to collect users' secrets. It catches the common,
-    blunt attacks; a reworded attack can slip through, so pair it with a system prompt
-    that treats sources as data and with least-privilege tools.
+    One question per article, from the second article on (the first is a token-dense
+    price table); the excerpt is cut at a line break before ``max_chars`` characters,
+    which gives prompts of about 300 tokens.
     """
-    return [line for line in text.splitlines() if any(regex.search(line) for regex in _INSTRUCTION_REGEXES)]
+    from . import data
 
-
-def strip_instruction_lines(text: str, placeholder: str = "[line removed: it contained instructions]") -> tuple[str, list[str]]:
-    """``text`` with instruction-like lines replaced by ``placeholder``, and the list of removed lines."""
-    flagged = set(find_instruction_lines(text))
-    kept = [placeholder if line in flagged else line for line in text.splitlines()]
-    return "\n".join(kept), [line for line in text.splitlines() if line in flagged]
-
-
-def sanitise_hits(hits: Sequence[Hit]) -> tuple[list[Hit], list[str]]:
-    """Hits with instruction-like lines removed from their text, and every removed line."""
-    cleaned, removed = [], []
-    for hit in hits:
-        text, lines = strip_instruction_lines(hit.text)
-        removed.extend(lines)
-        cleaned.append(Hit(hit.doc_id, text, hit.score, hit.chunk_index, hit.title))
-    return cleaned, removed
-
-
-# --- approximate nearest neighbours at scale --------------------------------------------
-
-def clustered_vectors(n: int, dim: int = 384, topics: int = 100, subtopics: int = 20, subtopic_spread: float = 0.5,
-                      spread: float = 1.5, shared_direction: float = 0.3, seed: int = 0) -> np.ndarray:
-    """``n`` seeded unit vectors shaped like sentence embeddings of a large corpus.
-
-    Real embeddings are not uniform on the sphere: they bunch around topics, topics
-    split into subtopics of unequal size, and all vectors share a common direction.
-    Each vector here is a subtopic centre (a topic centre plus Gaussian noise of
-    relative size ``subtopic_spread``) plus its own Gaussian noise of relative size
-    ``spread`` plus ``shared_direction`` times one common direction, normalised.
-    Uniform random vectors would be the worst case for an approximate index and tight,
-    well-separated clusters the easiest; this sits in between. Draw queries from the
-    same call (e.g. the last rows) so that they follow the same distribution.
-    """
-    if n < 1 or dim < 1 or topics < 1 or subtopics < 1:
-        raise ValueError("n, dim, topics and subtopics must be positive.")
-    rng = np.random.default_rng(seed)
-    common = rng.standard_normal(dim).astype(np.float32)
-    common /= np.linalg.norm(common)
-    topic_centres = normalise_rows(rng.standard_normal((topics, dim)))
-    subtopic_centres = normalise_rows(
-        np.repeat(topic_centres, subtopics, axis=0)
-        + rng.standard_normal((topics * subtopics, dim)).astype(np.float32) * (subtopic_spread / np.sqrt(dim)))
-    sizes = rng.dirichlet(np.full(len(subtopic_centres), 2.0))  # unequal subtopic sizes
-    assignment = rng.choice(len(subtopic_centres), size=n, p=sizes)
-    out = np.empty((n, dim), dtype=np.float32)
-    block = 50_000
-    for start in range(0, n, block):
-        rows = assignment[start:start + block]
-        noise = rng.standard_normal((len(rows), dim), dtype=np.float32) * (spread / np.sqrt(dim))
-        out[start:start + len(rows)] = subtopic_centres[rows] + noise + shared_direction * common
-    return normalise_rows(out)
-
-
-def build_ivf_index(vectors: np.ndarray, nlist: int, train_size: int | None = None, seed: int = 0):
-    """A trained ``faiss.IndexIVFFlat`` (inner product) over ``vectors`` with ``nlist`` k-means cells.
-
-    k-means is trained on a seeded sample of ``train_size`` vectors (default 64 per cell),
-    which is enough to place the cells and much faster than training on everything.
-    """
-    import faiss
-
-    vectors = normalise_rows(vectors)
-    if nlist < 1 or nlist > len(vectors):
-        raise ValueError(f"nlist must be between 1 and the number of vectors ({len(vectors)}), got {nlist}.")
-    train_size = min(len(vectors), train_size or 64 * nlist)
-    sample = vectors[np.sort(np.random.default_rng(seed).choice(len(vectors), train_size, replace=False))]
-    quantizer = faiss.IndexFlatIP(vectors.shape[1])
-    index = faiss.IndexIVFFlat(quantizer, vectors.shape[1], nlist, faiss.METRIC_INNER_PRODUCT)
-    index.cp.seed = seed
-    index.train(sample)
-    index.add(vectors)
-    return index
-
-
-def plot_nprobe_tradeoff(rows: Sequence[dict], exact_ms_per_query: float, path=None):
-    """Recall@10 against milliseconds per query for each ``nprobe``, with exact search as a reference point."""
-    from .plots import _pyplot
-
-    plt = _pyplot()
-    figure, axis = plt.subplots(figsize=(7, 3.5))
-    xs, ys = [row["ms_per_query"] for row in rows], [row["recall_at_10"] for row in rows]
-    axis.plot(xs, ys, marker="o", color="#4C72B0", label="IVF, nprobe cells searched")
-    for row in rows:
-        axis.annotate(f"nprobe={row['nprobe']}", (row["ms_per_query"], row["recall_at_10"]),
-                      textcoords="offset points", xytext=(4, -10), fontsize=7)
-    axis.plot([exact_ms_per_query], [1.0], marker="s", color="#C44E52", linestyle="none", label="exact (flat)")
-    axis.set_xscale("log")
-    axis.set_xlabel("ms per query (log scale)")
-    axis.set_ylabel("recall@10 vs exact")
-    axis.set_title("Approximate search: speed against recall")
-    axis.grid(alpha=0.3)
-    axis.legend(fontsize=8, loc="lower right")
-    figure.tight_layout()
-    if path is not None:
-        figure.savefig(path, dpi=110)
-    return figure
-
-
-def neighbour_recall(approximate_ids: np.ndarray, exact_ids: np.ndarray, k: int = 10) -> float:
-    """Average fraction of each query's true top-``k`` neighbours that the approximate search found."""
-    approximate_ids, exact_ids = np.asarray(approximate_ids), np.asarray(exact_ids)
-    if approximate_ids.shape[0] != exact_ids.shape[0]:
-        raise ValueError(f"{approximate_ids.shape[0]} approximate rows but {exact_ids.shape[0]} exact rows.")
-    if approximate_ids.shape[1] < k or exact_ids.shape[1] < k:
-        raise ValueError(f"Both id arrays need at least k={k} columns.")
-    found = [len(set(a[:k]) & set(e[:k])) / k for a, e in zip(approximate_ids, exact_ids)]
-    return float(np.mean(found))
+    articles = {doc.id: doc for doc in data.load_kb()}
+    first_question = {}
+    for item in data.load_qa():
+        first_question.setdefault(item.doc_id, item)
+    items = list(first_question.values())[1: 1 + count]
+    if len(items) < count:
+        raise ValueError(f"Only {len(items)} articles have questions; ask for fewer prompts.")
+    prompts = []
+    for item in items:
+        excerpt = articles[item.doc_id].text[:max_chars].rsplit("\n", 1)[0]
+        prompts.append(f"Answer the question using this help-center article.\n\n{excerpt}\n\nQuestion: {item.question}")
+    return prompts

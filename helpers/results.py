@@ -272,6 +272,21 @@ def judge(goal: dict, run: dict) -> dict:
     return {"status": status, "note": note}
 
 
+def goal_status(key: str, stem: str | None = None) -> str:
+    """The status of the goal(s) on ``key`` in this notebook's current run, with its note, for prose.
+
+    For example ``"met"``, ``"undecided (about 96 samples (now 24) would decide it)"`` or
+    ``"not met (no paraphrase hit the cache ...)"``. Raises when ``key`` has no goal.
+    """
+    stem = stem or current_notebook()
+    goals = [goal for goal in load_anchors().get("goals", []) if goal["notebook"] == stem and goal["key"] == key]
+    if not goals:
+        raise ResultsError(f"{stem} has no goal on {key!r}; the goals are in data/anchors.json.")
+    order = {"not measured": 0, "not met": 1, "undecided": 2, "met": 3}
+    verdict = min((judge(goal, load_run(stem)) for goal in goals), key=lambda v: order[v["status"]])
+    return verdict["status"] + (f" ({verdict['note']})" if verdict["note"] and verdict["status"] != "met" else "")
+
+
 # --- scorecard -------------------------------------------------------------------------
 
 def format_value(value, unit: str | None) -> str:

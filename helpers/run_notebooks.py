@@ -23,13 +23,23 @@ def notebook_paths(names: list[str] | None = None) -> list[Path]:
         return all_notebooks
     chosen = []
     for name in names:
-        matches = [path for path in all_notebooks if path.name == Path(name).name or path.stem == name
-                   or path.stem.startswith(name)]
-        if not matches:
-            raise SystemExit(f"No notebook matches {name!r}; choose from: "
-                             + ", ".join(path.stem for path in all_notebooks))
-        chosen.extend(matches)
+        chosen.append(_one_notebook(name, all_notebooks))
     return chosen
+
+
+def _one_notebook(name: str, all_notebooks: list[Path]) -> Path:
+    """The notebook ``name`` names: its file name, its stem, or its two-digit number (``"03"``)."""
+    choices = ", ".join(path.stem for path in all_notebooks)
+    wanted = Path(name).name
+    matches = [path for path in all_notebooks if wanted in (path.name, path.stem)
+               or (len(wanted) == 2 and wanted.isdigit() and path.stem[:2] == wanted)]
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        raise SystemExit(f"No notebook matches {name!r}: give a two-digit number (e.g. '03'), a stem or a "
+                         f"file name; choose from: {choices}")
+    raise SystemExit(f"{name!r} matches {len(matches)} notebooks ({', '.join(p.stem for p in matches)}); "
+                     f"give one two-digit number, stem or file name.")
 
 
 def execute(path: Path, timeout: int = 1800) -> float:

@@ -44,8 +44,6 @@ IMPORT_PATH = "helpers.serving:app_builder"
 
 MAX_NEW_TOKENS_LIMIT = 128  # hard ceiling per request: bounds the work one request can cause
 MAX_PROMPT_CHARS = 4000
-DEFAULT_MAX_NEW_TOKENS = {"quick": 16, "full": 48}
-REQUEST_TIMEOUT_S = {"quick": 60.0, "full": 120.0}
 BACKENDS = ("llm", "echo")
 ALLOWED_FIELDS = ("prompt", "max_new_tokens")
 
@@ -54,14 +52,14 @@ def default_max_new_tokens() -> int:
     """Tokens generated per request when the client does not say: short in the quick profile."""
     from . import config
 
-    return DEFAULT_MAX_NEW_TOKENS[config.profile().name]
+    return config.profile().serve_max_new_tokens
 
 
 def default_request_timeout_s() -> float:
     """End-to-end HTTP timeout of the Serve proxy for the active profile."""
     from . import config
 
-    return REQUEST_TIMEOUT_S[config.profile().name]
+    return config.profile().serve_request_timeout_s
 
 
 # --- configuration -----------------------------------------------------------------------
@@ -349,7 +347,7 @@ class LLMGenerator:
     def __call__(self, prompt: str, max_new_tokens: int) -> tuple[str, int]:
         import torch
 
-        from .metrics import encode_prompts
+        from .generation import encode_prompts
 
         torch.set_num_threads(self.threads)  # per thread: keep the pool size in the worker thread too
         inputs = encode_prompts(self.tokenizer, [prompt]).to(next(self.model.parameters()).device)
@@ -477,7 +475,7 @@ def start_serve(port: int | None = None, num_cpus: int = 2, request_timeout_s: f
     """
     import logging
 
-    import ray
+    import ray  # noqa: F401  (fails early with a clear ImportError when Ray is missing)
     from ray import serve
 
     if _local["started"]:

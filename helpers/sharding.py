@@ -204,7 +204,8 @@ def run_fsdp_training(world_size: int = 2, steps: int = 8, shard: bool = True, o
             output = "(torchrun output unavailable: the pipe stayed open after the kill)"
         failure = f"no result after {timeout_s:.0f} s (killed)"
     if failure:
-        logs = "\n".join(f"--- rank {rank} log ({out_dir / f'rank{rank}.log'}) ---\n{_tail(out_dir / f'rank{rank}.log')}"
+        logs = "\n".join(f"--- rank {rank} log ({out_dir / f'rank{rank}.log'}) ---\n"
+                         f"{_tail(out_dir / f'rank{rank}.log')}"
                          for rank in range(world_size))
         raise FSDPRunError(f"The FSDP run failed: {failure}.\nCommand: {' '.join(command)}\n"
                            f"--- torchrun output (last lines) ---\n{chr(10).join(output.splitlines()[-25:])}\n{logs}")

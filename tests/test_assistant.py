@@ -55,7 +55,7 @@ def test_vary_keeps_the_question_recognisable():
 def test_few_shot_triage_puts_similar_examples_in_the_prompt(monkeypatch):
     from transformers import AutoTokenizer
 
-    from helpers import models, prompting
+    from helpers import generation, models
     from helpers.data import Ticket
 
     tokenizer = AutoTokenizer.from_pretrained(models.resolve_llm())
@@ -71,12 +71,12 @@ def test_few_shot_triage_puts_similar_examples_in_the_prompt(monkeypatch):
 
     def fake_generate(model, tokenizer, rendered, max_new_tokens, batch_size, progress):
         seen["prompts"] = rendered
-        return ["refund"] * len(rendered), 0.0
+        return ["refund"] * len(rendered)
 
     helper = assistant.Assistant(progress=False)
     monkeypatch.setattr(helper, "llm", lambda weights: ("model", tokenizer))
     monkeypatch.setattr(helper, "example_selector", lambda: FixedSelector())
-    monkeypatch.setattr(prompting, "generate", fake_generate)
+    monkeypatch.setattr(generation, "generate", fake_generate)
     labels = helper.triage(assistant.Configuration("x", ticket_method="few_shot_similar"), ["Refund me, please."])
     assert labels == ["refund"]
     prompt = seen["prompts"][0]

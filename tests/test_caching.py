@@ -5,7 +5,7 @@ import zlib
 import numpy as np
 import pytest
 
-from helpers import caching
+from helpers import caching, rag
 from helpers.caching import LRUCache, SemanticCache
 
 
@@ -292,8 +292,8 @@ def test_rag_style_prompts_pair_an_excerpt_with_its_question():
 
     if not (config.DATA_DIR / "qa.jsonl").exists():
         pytest.skip("needs data/qa.jsonl")
-    prompts = caching.rag_style_prompts(3, max_chars=600)
+    prompts = rag.rag_style_prompts(3, max_chars=600)
     assert len(prompts) == 3 and len(set(prompts)) == 3
     assert all("\n\nQuestion: " in prompt and len(prompt) < 600 + 300 for prompt in prompts)
     with pytest.raises(ValueError, match="fewer"):
-        caching.rag_style_prompts(10_000)
+        rag.rag_style_prompts(10_000)

@@ -41,3 +41,16 @@ def test_cache_dir_follows_env(tmp_path, monkeypatch):
     monkeypatch.setenv("WORKBOOK_CACHE", str(tmp_path / "cache"))
     assert config.cache_dir() == tmp_path / "cache"
     assert (tmp_path / "cache").is_dir()
+
+
+def test_profile_dependent_sizes_come_from_the_profile(monkeypatch):
+    from helpers import batching, caching, pruning, serving
+
+    for name, values in [("quick", (1, 64, 1, 2, 12, 16, 60.0, (0.0, 0.3, 0.5, 0.7))),
+                         ("full", (4, 256, 3, 8, 64, 48, 120.0, (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)))]:
+        monkeypatch.setenv("WORKBOOK_PROFILE", name)
+        sizes = caching.sizes()
+        assert (sizes["kv_prompts"], sizes["kv_new_tokens"], sizes["kv_repeats"], sizes["prefix_requests"],
+                batching.dynamic_requests(), serving.default_max_new_tokens(),
+                serving.default_request_timeout_s(), pruning.sweep_sparsities()) == values
+    assert pruning.sweep_sparsities("quick") == (0.0, 0.3, 0.5, 0.7)

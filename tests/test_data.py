@@ -80,3 +80,17 @@ def test_stratified_sample_balances_labels():
 def test_anchors_file_is_valid_json_with_sources():
     anchors = json.loads((data.DATA_DIR / "anchors.json").read_text())
     assert anchors["anchors"]["gpt3_fp32"]["value"] == 700e9
+
+
+def test_a_bad_qa_or_ticket_row_names_the_key_file_and_line(tmp_path):
+    good = {"id": "q1", "question": "Q?", "answer": "A.", "doc_id": "kb-001", "keywords": ["a"]}
+    (tmp_path / "qa.jsonl").write_text(json.dumps(good) + "\n" + json.dumps({**good, "questoin": "typo"}) + "\n")
+    with pytest.raises(data.DataError, match=r"qa\.jsonl:2: unexpected key\(s\) \['questoin'\]"):
+        data.load_qa(tmp_path)
+    (tmp_path / "qa.jsonl").write_text(json.dumps({k: v for k, v in good.items() if k != "doc_id"}) + "\n")
+    with pytest.raises(data.DataError, match=r"qa\.jsonl:1: missing key\(s\) \['doc_id'\]"):
+        data.load_qa(tmp_path)
+    (tmp_path / "tickets").mkdir()
+    (tmp_path / "tickets" / "test.jsonl").write_text('{"text": "hi", "label": "billing"}\n{"text": "hi"}\n')
+    with pytest.raises(data.DataError, match=r"test\.jsonl:2: missing key\(s\) \['label'\]"):
+        data.load_tickets("test", tmp_path)

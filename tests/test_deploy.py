@@ -151,9 +151,11 @@ def test_dockerfile_matches_the_project():
     makefile = (PROJECT_ROOT / "Makefile").read_text()
     assert re.search(r"^FROM python:3\.11-slim\b", dockerfile, re.M)
     torch_version = re.search(r"^TORCH_VERSION := (\S+)", makefile, re.M).group(1)
-    torch_line = dockerfile.index(f"torch=={torch_version}")
-    assert "download.pytorch.org/whl/cpu" in dockerfile[torch_line:dockerfile.index("\n", torch_line)]
+    torch_line = dockerfile.index(f"python -m helpers.install_torch --version {torch_version}")
+    assert re.search(r"^ARG TORCH_INDEX=https://download\.pytorch\.org/whl/cpu$", dockerfile, re.M)
+    assert dockerfile.index("ARG TORCH_INDEX=") < torch_line
     assert torch_line < dockerfile.index('".[serve]"'), "torch (CPU) must be installed before the project"
+    assert "dev]" not in dockerfile and "jupyterlab" not in dockerfile, "a serving image needs no authoring tools"
     for package in re.search(r"^MODEL_PACKAGES := (.+)$", makefile, re.M).group(1).split():
         assert package in dockerfile
     assert re.search(rf"^EXPOSE {serving.HTTP_PORT}$", dockerfile, re.M)

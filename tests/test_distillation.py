@@ -30,7 +30,8 @@ def test_distillation_loss_limits_and_errors():
     student = torch.randn(4, 12)
     labels = torch.randint(0, 12, (4,))
     # Identical logits: the soft term vanishes, alpha=1 gives zero.
-    assert distillation.distillation_loss(student, student.clone(), labels, 3.0, 1.0).item() == pytest.approx(0, abs=1e-6)
+    loss = distillation.distillation_loss(student, student.clone(), labels, 3.0, 1.0)
+    assert loss.item() == pytest.approx(0, abs=1e-6)
     assert distillation.distillation_loss(student, torch.randn(4, 12), labels, 3.0, 0.0).item() == pytest.approx(
         torch.nn.functional.cross_entropy(student, labels).item())
     with pytest.raises(ValueError):
@@ -102,7 +103,8 @@ def test_student_copies_teacher_layers_and_kept_embeddings(minilm_tokenizer):
     assert student.config.num_hidden_layers == 2 and student.config.vocab_size == len(kept)
     assert torch.equal(student.bert.encoder.layer[0].attention.self.query.weight,
                        teacher.bert.encoder.layer[1].attention.self.query.weight)
-    assert torch.equal(student.bert.encoder.layer[1].output.dense.weight, teacher.bert.encoder.layer[3].output.dense.weight)
+    assert torch.equal(student.bert.encoder.layer[1].output.dense.weight,
+                       teacher.bert.encoder.layer[3].output.dense.weight)
     assert torch.equal(student.classifier.weight, teacher.classifier.weight)
     charge_teacher = minilm_tokenizer.convert_tokens_to_ids("charge")
     charge_student = student_tokenizer.convert_tokens_to_ids("charge")

@@ -30,3 +30,8 @@ def test_check_10_2():
     assert exercises.check_10_2(50.0, _outcomes())
     assert not exercises.check_10_2(10.0, _outcomes())
     assert not exercises.check_10_2(None, _outcomes())
+
+
+def test_check_10_2_says_a_string_is_not_a_number(capsys):
+    assert exercises.check_10_2("50", _outcomes()) is False
+    assert "Give a number, not str '50'" in capsys.readouterr().out

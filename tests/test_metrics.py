@@ -191,3 +191,14 @@ def test_parameter_count_counts_tied_once(tiny_llama):
     assert tiny_llama.lm_head.weight is tiny_llama.model.embed_tokens.weight
     total = sum(p.numel() for p in tiny_llama.parameters())  # .parameters() already dedupes
     assert metrics.parameter_count(tiny_llama) == total
+
+
+@pytest.mark.parametrize("q", [0, 25, 50, 95, 100])
+def test_percentile_is_numpys(q):
+    import numpy as np
+
+    values = [12.0, 3.0, 7.5, 100.0, 42.0]
+    assert metrics.percentile(values, q) == pytest.approx(np.percentile(values, q))
+    assert metrics.percentile([1.0, 2.0, 3.0], 95) == pytest.approx(2.9)
+    with pytest.raises(ValueError, match="at least one"):
+        metrics.percentile([], q)

@@ -3,7 +3,8 @@ import json
 import pytest
 import torch
 
-from helpers import prompting
+from helpers import generation, labels, plots, prompting
+from helpers import structured_output as so
 from helpers.data import LABELS, Ticket
 
 
@@ -24,25 +25,25 @@ from helpers.data import LABELS, Ticket
     ("", "unknown", "none"),
 ])
 def test_parse_label_rules(answer, label, rule):
-    assert prompting.parse_label(answer, with_rule=True) == (label, rule)
-    assert prompting.parse_label(answer) == label
+    assert labels.parse_label(answer, with_rule=True) == (label, rule)
+    assert labels.parse_label(answer) == label
 
 
 def test_parse_label_prefers_earliest_mention_and_needs_a_word_boundary():
-    assert prompting.parse_label("cancel, then refund") == "cancel"
+    assert labels.parse_label("cancel, then refund") == "cancel"
     # "plan" inside "explanation" must not count as a keyword for plan_upgrade.
-    assert prompting.parse_label("no explanation given") == "unknown"
+    assert labels.parse_label("no explanation given") == "unknown"
 
 
 def test_parse_label_rejects_non_strings():
     with pytest.raises(ValueError, match="string"):
-        prompting.parse_label(None)
+        labels.parse_label(None)
 
 
 def test_every_label_has_a_description_and_keywords():
-    assert set(prompting.LABEL_DESCRIPTIONS) == set(LABELS) == set(prompting.LABEL_KEYWORDS)
+    assert set(prompting.LABEL_DESCRIPTIONS) == set(LABELS) == set(labels.LABEL_KEYWORDS)
     for label in LABELS:
-        assert prompting.parse_label(label) == label
+        assert labels.parse_label(label) == label
 
 
 # --- prompts ---------------------------------------------------------------------------------
@@ -64,11 +65,11 @@ def test_few_shot_messages_alternate_roles():
 
 
 def test_render_chat_ends_at_the_assistant_turn(llm_tokenizer):
-    text = prompting.render_chat(llm_tokenizer, "hello")
+    text = generation.render_chat(llm_tokenizer, "hello")
     assert "hello" in text and text.rstrip().endswith("assistant")
-    assert prompting.count_tokens(llm_tokenizer, text) > 3
+    assert generation.count_tokens(llm_tokenizer, text) > 3
     with pytest.raises(ValueError):
-        prompting.render_chat(llm_tokenizer, [])
+        generation.render_chat(llm_tokenizer, [])
 
 
 # --- example selection -----------------------------------------------------------------------
@@ -121,7 +122,7 @@ def _full_sequence_log_likelihood(model, tokenizer, prompt, candidate):
 
 
 def test_score_candidates_matches_a_plain_forward_pass(tiny_llama, llm_tokenizer):
-    prompt = prompting.render_chat(llm_tokenizer, prompting.instruction_prompt("I was charged twice"))
+    prompt = generation.render_chat(llm_tokenizer, prompting.instruction_prompt("I was charged twice"))
     candidates = ["billing", "password_reset", "sharing_permissions"]
     scores = prompting.score_candidates(tiny_llama, llm_tokenizer, prompt, candidates)
     expected = [_full_sequence_log_likelihood(tiny_llama, llm_tokenizer, prompt, c) for c in candidates]
@@ -150,18 +151,21 @@ def test_pick_label_sum_mean_and_calibration():
 
 
 def test_generate_keeps_input_order(tiny_llama, llm_tokenizer):
-    prompts = [prompting.render_chat(llm_tokenizer, text) for text in ["a much longer prompt than the other", "hi"]]
-    answers, seconds = prompting.generate(tiny_llama, llm_tokenizer, prompts, max_new_tokens=2, batch_size=1,
-                                          progress=False)
-    single = [prompting.generate(tiny_llama, llm_tokenizer, [p], max_new_tokens=2, progress=False)[0][0]
+    prompts = [generation.render_chat(llm_tokenizer, text) for text in ["a much longer prompt than the other", "hi"]]
+    answers = generation.generate(tiny_llama, llm_tokenizer, prompts, max_new_tokens=2, batch_size=1,
+                                  progress=False)
+    single = [generation.generate(tiny_llama, llm_tokenizer, [p], max_new_tokens=2, progress=False)[0]
               for p in prompts]
-    assert answers == single and seconds > 0
+    assert answers == single and len(answers) == 2
+    # chat messages are rendered with the chat template, so they give the same answers as rendered text
+    chats = [[{"role": "user", "content": text}] for text in ["a much longer prompt than the other", "hi"]]
+    assert generation.generate(tiny_llama, llm_tokenizer, chats, max_new_tokens=2, progress=False) == answers
 
 
 # --- JSON ------------------------------------------------------------------------------------
 
 def test_validate_triage_json():
-    good = prompting.validate_triage_json(' {"label": "refund", "priority": "high"}\n')
+    good = so.validate_triage_json(' {"label": "refund", "priority": "high"}\n')
     assert good.valid and good.record == {"label": "refund", "priority": "high"} and good.error == ""
     cases = {
         'Sure! {"label": "refund", "priority": "high"}': "not valid JSON",
@@ -172,10 +176,10 @@ def test_validate_triage_json():
         '{"label": "refund", "priority": "urgent"}': "priority",
     }
     for text, reason in cases.items():
-        check = prompting.validate_triage_json(text)
+        check = so.validate_triage_json(text)
         assert not check.valid and check.record is None and reason in check.error, text
     with pytest.raises(ValueError):
-        prompting.validate_triage_json(None)
+        so.validate_triage_json(None)
 
 
 @pytest.mark.parametrize("broken", [
@@ -186,8 +190,8 @@ def test_validate_triage_json():
     '{"Label": "refund", "priority": "hi',  # cut off by the token limit: closed, but the value is wrong
 ])
 def test_repair_json_fixes_form_not_content(broken):
-    repaired = prompting.repair_json(broken)
-    check = prompting.validate_triage_json(repaired)
+    repaired = so.repair_json(broken)
+    check = so.validate_triage_json(repaired)
     if broken.endswith('"hi'):
         assert not check.valid and "priority" in check.error
     else:
@@ -195,43 +199,44 @@ def test_repair_json_fixes_form_not_content(broken):
 
 
 def test_repair_json_never_invents_keys_and_keeps_text_without_braces():
-    assert not prompting.validate_triage_json(prompting.repair_json('{"label": "refund"}')).valid
-    assert prompting.repair_json("refund, high") == "refund, high"
-    assert prompting.validate_triage_json(prompting.repair_json('{"label": "password reset", "priority": "low"}')).valid
+    assert not so.validate_triage_json(so.repair_json('{"label": "refund"}')).valid
+    assert so.repair_json("refund, high") == "refund, high"
+    assert so.validate_triage_json(so.repair_json('{"label": "password reset", "priority": "low"}')).valid
 
 
 def test_json_prompts_and_retry():
     examples = [Ticket("charged twice", "refund")]
-    messages = prompting.json_messages("t", examples)
-    assert json.loads(messages[2]["content"]) == {"label": "refund", "priority": prompting.PRIORITY_BY_LABEL["refund"]}
-    assert set(prompting.PRIORITY_BY_LABEL) == set(LABELS) and set(prompting.PRIORITY_BY_LABEL.values()) <= set(prompting.PRIORITIES)
-    assert "priority" in prompting.json_bare_prompt("t") and "billing" not in prompting.json_bare_prompt("t")
-    retry = prompting.retry_messages(messages, "oops", "not valid JSON")
+    messages = so.json_messages("t", examples)
+    assert json.loads(messages[2]["content"]) == {"label": "refund", "priority": so.PRIORITY_BY_LABEL["refund"]}
+    priorities = so.PRIORITY_BY_LABEL
+    assert set(priorities) == set(LABELS) and set(priorities.values()) <= set(so.PRIORITIES)
+    assert "priority" in so.json_bare_prompt("t") and "billing" not in so.json_bare_prompt("t")
+    retry = so.retry_messages(messages, "oops", "not valid JSON")
     assert retry[:len(messages)] == messages and retry[-2] == {"role": "assistant", "content": "oops"}
     assert "not valid JSON" in retry[-1]["content"]
-    assert prompting.retry_messages("plain", "oops", "e")[0] == {"role": "user", "content": "plain"}
+    assert so.retry_messages("plain", "oops", "e")[0] == {"role": "user", "content": "plain"}
 
 
 def test_json_validity_rates():
     answers = ['{"label": "refund", "priority": "high"}', "{'label': 'refund', 'priority': 'high'}",
                '{"label": "refund"}', "no json here"]
-    rates = prompting.json_validity(answers)
+    rates = so.json_validity(answers)
     assert rates == {"count": 4, "json_object": 0.5, "valid": 0.25, "valid_after_repair": 0.5}
     with pytest.raises(ValueError):
-        prompting.json_validity([])
+        so.json_validity([])
 
 
 # --- comparing variants ----------------------------------------------------------------------
 
 def test_evaluate_and_rescore_variants(tiny_llama, llm_tokenizer):
     tickets = [Ticket("charged twice", "billing"), Ticket("cannot sign in", "login")]
-    render = lambda ticket: prompting.render_chat(llm_tokenizer, prompting.bare_prompt(ticket.text))  # noqa: E731
+    render = lambda ticket: generation.render_chat(llm_tokenizer, prompting.bare_prompt(ticket.text))  # noqa: E731
     generated = prompting.evaluate_generation(tiny_llama, llm_tokenizer, "bare", render, tickets, max_new_tokens=2,
                                               progress=False)
     assert generated.method == "generate" and len(generated.answers) == 2
     assert generated.accuracy == sum(p == t.label for p, t in zip(generated.predictions, tickets)) / 2
     assert generated.prompt_tokens == pytest.approx(
-        sum(prompting.count_tokens(llm_tokenizer, render(t)) for t in tickets) / 2)
+        sum(generation.count_tokens(llm_tokenizer, render(t)) for t in tickets) / 2)
 
     scored, scores = prompting.evaluate_scoring(tiny_llama, llm_tokenizer, "scored", render, tickets, progress=False)
     assert scored.method == "score" and all(p in LABELS for p in scored.predictions) and len(scores) == 2
@@ -258,7 +263,7 @@ def test_variants_table_and_plot(tmp_path):
             prompting.VariantResult("scored", "score", ["y"], 0.75, 300.0, 0.2)]
     table = prompting.variants_table(rows, sample_size=48)
     assert "| bare | generate | 25.0% | 60 | 0.50 | 0.40 |" in table and "| — |" in table and "2.1%" in table
-    figure = prompting.plot_variants(rows, goal=0.4, goal_label="goal", path=tmp_path / "v.png")
+    figure = plots.plot_variants(rows, goal=0.4, goal_label="goal", path=tmp_path / "v.png")
     assert (tmp_path / "v.png").stat().st_size > 0 and len(figure.axes) == 3
 
 
@@ -267,22 +272,22 @@ def test_repair_and_retry_only_re_asks_what_repair_cannot_fix(monkeypatch, llm_t
 
     def fake_generate(model, tokenizer, prompts, max_new_tokens, batch_size=16, desc="", progress=True):
         asked.extend(prompts)
-        return ['refund", "priority": "high"}'] * len(prompts), 0.0
+        return ['refund", "priority": "high"}'] * len(prompts)
 
-    monkeypatch.setattr(prompting, "generate", fake_generate)
+    monkeypatch.setattr(so, "generate", fake_generate)
     answers = ["{'label': 'billing', 'priority': 'low'}", "I think it is a refund."]
     conversations = ["first ticket", [{"role": "user", "content": "second ticket"}]]
-    final, retried = prompting.repair_and_retry(None, llm_tokenizer, answers, conversations,
-                                                prefill=prompting.JSON_PREFILL)
+    final, retried = so.repair_and_retry(None, llm_tokenizer, answers, conversations,
+                                                prefill=so.JSON_PREFILL)
     assert retried == 1 and len(asked) == 1
-    assert "second ticket" in asked[0] and "not valid JSON" in asked[0] and asked[0].endswith(prompting.JSON_PREFILL)
-    assert [prompting.validate_triage_json(a).record["label"] for a in final] == ["billing", "refund"]
+    assert "second ticket" in asked[0] and "not valid JSON" in asked[0] and asked[0].endswith(so.JSON_PREFILL)
+    assert [so.validate_triage_json(a).record["label"] for a in final] == ["billing", "refund"]
     with pytest.raises(ValueError):
-        prompting.repair_and_retry(None, llm_tokenizer, answers, conversations[:1])
+        so.repair_and_retry(None, llm_tokenizer, answers, conversations[:1])
 
     tickets = [Ticket("a", "billing"), Ticket("b", "cancel")]
-    outcome = prompting.json_outcome(answers, final, tickets, prompt_tokens=12.0, retried=retried)
+    outcome = so.json_outcome(answers, final, tickets, prompt_tokens=12.0, retried=retried)
     assert outcome["valid"] == 0.0 and outcome["valid_after_repair"] == 0.5 and outcome["valid_after_retry"] == 1.0
     assert outcome["label_accuracy"] == 0.5 and outcome["retried"] == 1
-    table = prompting.json_table({"bare": outcome})
+    table = so.json_table({"bare": outcome})
     assert "| bare | 12 | 0% | 0% | 50% | 100% | 1 | 50% |" in table

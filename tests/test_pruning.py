@@ -43,12 +43,23 @@ def test_magnitude_prune_removes_the_smallest_weights():
     assert original[pruned == 0].abs().max() <= original[pruned != 0].abs().min()
 
 
-def test_input_norms_have_one_entry_per_input_feature():
+def test_input_norms_are_the_l2_norm_of_each_input_feature_over_all_calibration_tokens():
     model = tiny_llama()
-    norms = tiny_norms(model)
-    for name, module in pruning.prunable_linears(model).items():
-        assert norms[name].shape == (module.in_features,)
-        assert torch.all(norms[name] > 0)
+    windows = torch.randint(0, 128, (4, 16), generator=torch.Generator().manual_seed(0))
+    layer_name = "model.layers.1.mlp.down_proj"
+    captured = []
+    layer = pruning.prunable_linears(model)[layer_name]
+    handle = layer.register_forward_hook(lambda module, inputs, output: captured.append(inputs[0].detach()))
+    with torch.no_grad():
+        model(windows)
+    handle.remove()
+    by_hand = torch.cat([x.reshape(-1, layer.in_features) for x in captured]).double().pow(2).sum(0).sqrt()
+    norms = pruning.collect_input_norms(model, windows, batch_size=3)  # uneven batches: 3 + 1 windows
+    assert norms[layer_name].shape == (layer.in_features,)
+    assert torch.allclose(norms[layer_name].double(), by_hand, rtol=1e-4)
+    one_by_one = pruning.collect_input_norms(model, windows, batch_size=1)
+    for name in norms:
+        assert torch.allclose(norms[name], one_by_one[name], rtol=1e-4), name
 
 
 def test_wanda_mask_has_the_asked_sparsity_in_every_row():

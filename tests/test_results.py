@@ -221,3 +221,14 @@ def test_run_times_keep_the_latest_time_of_every_notebook(results_dir, tmp_path)
     readme = tmp_path / "README.md"
     readme.write_text(f"{results.README_START}\n{results.README_END}\n")
     assert results.update_readme(readme, results_dir) and line in readme.read_text()
+
+
+def test_goal_status_reads_the_current_run_for_prose(results_dir):
+    results.set_notebook("02_rag")
+    results.record("rag_gain_over_closed_book", 0.25, n=30, interval=(0.10, 0.40))
+    status = results.goal_status("rag_gain_over_closed_book")
+    assert status.startswith("undecided (about") and "samples" in status
+    results.record("rag_gain_over_closed_book", 0.5, n=30, interval=(0.35, 0.65))
+    assert results.goal_status("rag_gain_over_closed_book") == "met"
+    with pytest.raises(results.ResultsError, match="no goal"):
+        results.goal_status("recall_at_1")

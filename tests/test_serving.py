@@ -115,7 +115,7 @@ def test_cache_is_off_by_default():
 
 
 def test_make_cache_builds_the_workbook_semantic_cache():
-    caching = pytest.importorskip("helpers.caching")
+    from helpers import caching
     default = serving.make_cache(ServingConfig(semantic_cache=True, cache_max_entries=10))
     assert isinstance(default, caching.SemanticCache) and default.max_entries == 10
     assert default.threshold == caching.DEFAULT_THRESHOLD
@@ -125,7 +125,7 @@ def test_make_cache_builds_the_workbook_semantic_cache():
 def test_handle_request_with_a_real_semantic_cache():
     import numpy as np
 
-    caching = pytest.importorskip("helpers.caching")
+    from helpers import caching
 
     class LetterCounts:  # a tiny deterministic embedder: texts with the same letters are "similar"
         def encode(self, texts, **_options):
@@ -178,7 +178,8 @@ def test_from_args_converts_command_line_strings():
                                       "llm_name": "none", "cache_threshold": "0.8"})
     assert (config.num_replicas, config.exact_length, config.echo_delay_s) == (2, True, 0.5)
     assert config.autoscaling == {"min_replicas": 1, "max_replicas": 3} and config.llm_name is None
-    assert config.cache_threshold == 0.8 and ServingConfig.from_args({"cache_threshold": "none"}).cache_threshold is None
+    assert config.cache_threshold == 0.8
+    assert ServingConfig.from_args({"cache_threshold": "none"}).cache_threshold is None
     assert 1 <= config.default_max_new_tokens <= config.max_new_tokens_limit
     with pytest.raises(ValueError, match="Unknown serving argument"):
         ServingConfig.from_args({"replicas": 2})

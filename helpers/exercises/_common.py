@@ -23,3 +23,12 @@ def need_answer(answer, hint: str) -> bool:
         print(hint)
         return True
     return False
+
+
+def not_a_number(answer, hint: str) -> bool:
+    """Print a clear message and return True when ``answer`` is not a number (a string such as
+    ``"25"`` included): the checks compare numbers, so they say so instead of failing on a TypeError."""
+    if isinstance(answer, bool) or not isinstance(answer, (int, float)):
+        print(f"Not yet. Give a number, not {type(answer).__name__} {answer!r}. {hint}")
+        return True
+    return False

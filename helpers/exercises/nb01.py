@@ -11,7 +11,7 @@ EXERCISE_1_ANSWER_TEXT = "The customer cancelled last week and now wants their m
 
 def check_01_1(answer) -> bool:
     """Which label does ``parse_label`` give :data:`EXERCISE_1_ANSWER_TEXT`?"""
-    from ..prompting import parse_label
+    from ..labels import parse_label
 
     if need_answer(answer, "Write the label as a string, e.g. check_01_1('billing')."):
         return False
@@ -22,7 +22,7 @@ def check_01_1(answer) -> bool:
                    "A parser is a design choice: here it misreads a refund request, which is one reason to "
                    "constrain the answer (label list, few-shot format, label scoring) instead of parsing prose.",
                    "Apply the rules in order: exact label, label name mentioned, then the earliest keyword "
-                   "from prompting.LABEL_KEYWORDS (a keyword must start a word).")
+                   "from labels.LABEL_KEYWORDS (a keyword must start a word).")
 
 
 def expected_scoring_tokens(prompt_tokens: int, label_token_counts: Sequence[int]) -> tuple[int, int]:
@@ -50,8 +50,8 @@ def check_01_2(tokens_without_cache, tokens_with_cache, prompt_tokens: int,
 
 
 def check_01_3(answer) -> bool:
-    """An answer that fails the strict schema but passes it after :func:`helpers.prompting.repair_json`."""
-    from ..prompting import repair_json, validate_triage_json
+    """An answer that fails the strict schema but passes it after :func:`helpers.structured_output.repair_json`."""
+    from ..structured_output import repair_json, validate_triage_json
 
     if need_answer(answer, "Write a model answer as a string, e.g. check_01_3(\"{'label': 'refund', ...\")."):
         return False

@@ -13,6 +13,8 @@ _SECRET = re.compile(r"pass\s?(word|code|phrase)|credential|login details|recove
                      r"\bpin\b|secret|api key|card number", re.IGNORECASE)
 _ACTION = re.compile(r"\b(e-?mail|mail|send|share|give|post|text|forward|type|enter|reveal|disclose|provide|"
                      r"submit|reply|paste|ask|request)", re.IGNORECASE)
+# "We will never ask for your password" names a secret and an action but is a reassurance, not an attack.
+_NEGATION = re.compile(r"\b(never|not|no one|nobody|won't|don't|doesn't|cannot|can't)\b|n't\b", re.IGNORECASE)
 
 
 def check_02_1(answer) -> bool:
@@ -40,7 +42,7 @@ def check_02_2(answer) -> bool:
 
 def check_02_3(line) -> bool:
     """A prompt-injection line (asks for a secret) that the notebook's filter does not flag."""
-    from ..rag import find_instruction_lines
+    from ..guardrails import find_instruction_lines
 
     if need_answer(line, "Pass one line of text, e.g. check_02_3(\"Please ...\")."):
         return False
@@ -48,11 +50,12 @@ def check_02_3(line) -> bool:
         return verdict(False, "", "Pass one non-empty line of text.")
     if find_instruction_lines(line):
         return verdict(False, "", "The filter flags this line: reword it so none of its patterns match "
-                                  "(see rag.INSTRUCTION_PATTERNS).")
-    is_attack = bool(_SECRET.search(line)) and bool(_ACTION.search(line))
+                                  "(see guardrails.INSTRUCTION_PATTERNS).")
+    is_attack = bool(_SECRET.search(line)) and bool(_ACTION.search(line)) and not _NEGATION.search(line)
     return verdict(is_attack,
                    "The filter let it through. Pattern filters only catch the wordings someone thought of; "
                    "that is why the system prompt, output checks and giving the model no access to secrets "
                    "matter more than any list of patterns.",
                    "The filter lets it through, but the line does not ask anyone to hand over a secret "
-                   "(a password, passcode, recovery code...). Write a line an attacker would plant.")
+                   "(a password, passcode, recovery code...), or it says not to. Write a line an attacker "
+                   "would plant.")

@@ -35,7 +35,8 @@ def check_06_2(answer, student_logits, teacher_logits, label: int, temperature: 
     cross_entropy = -math.log(softmax(student_logits, 1.0)[label])
     expected = alpha * temperature ** 2 * kl + (1 - alpha) * cross_entropy
     return verdict(close(answer, expected, 0.01),
-                   f"KL at T={temperature:g} is {kl:.4f}, times T² and alpha gives {alpha * temperature ** 2 * kl:.4f}; "
+                   f"KL at T={temperature:g} is {kl:.4f}, "
+                   f"times T² and alpha gives {alpha * temperature ** 2 * kl:.4f}; "
                    f"plus (1 - alpha) x cross-entropy {cross_entropy:.4f} = {expected:.4f}.",
                    "Divide both logit vectors by T, take softmaxes, KL(teacher || student) = sum t log(t / s); "
                    "multiply by T² and alpha; add (1 - alpha) x the ordinary cross-entropy at T = 1.")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ._common import close, need_answer, verdict
+from ._common import close, need_answer, not_a_number, verdict
 
 
 def check_10_1(answer, outcomes) -> bool:
@@ -20,7 +20,8 @@ def check_10_1(answer, outcomes) -> bool:
 
 def check_10_2(answer, outcomes) -> bool:
     """By how many accuracy points (0..100) did adding retrieval change question-answering accuracy?"""
-    if need_answer(answer, "Give the change in points, e.g. 25.0 (negative if it fell)."):
+    hint = "Give the change in points, e.g. 25.0 (negative if it fell)."
+    if need_answer(answer, hint) or not_a_number(answer, hint):
         return False
     by_name = {outcome.name: outcome for outcome in outcomes}
     expected = 100 * (by_name["rag"].qa_accuracy - by_name["prompting"].qa_accuracy)
