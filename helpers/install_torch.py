@@ -110,7 +110,8 @@ def installed_torch_version() -> str | None:
 def describe_installed(python: str = sys.executable) -> str:
     """One line naming the installed build, from a fresh interpreter (``torch.version.cuda``: None = CPU)."""
     code = ("import torch; cuda = torch.version.cuda; "
-            "print(f'torch {torch.__version__}, CUDA {cuda} (' + ('CPU build' if cuda is None else 'CUDA build') + ')')")
+            "print(f'torch {torch.__version__}, CUDA {cuda} ('"
+            " + ('CPU build' if cuda is None else 'CUDA build') + ')')")
     result = subprocess.run([python, "-c", code], capture_output=True, text=True)
     if result.returncode:
         return "torch could not be imported: " + (result.stderr.strip().splitlines() or ["no output"])[-1]

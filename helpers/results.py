@@ -289,15 +289,20 @@ def goal_status(key: str, stem: str | None = None) -> str:
 
 # --- scorecard -------------------------------------------------------------------------
 
+def format_bytes(value: float) -> str:
+    """Bytes as a short human string in decimal units (kB, MB, GB, TB)."""
+    for name, size in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if abs(value) >= size:
+            return f"{value / size:.3g} {name}"
+    return f"{value:.0f} B"
+
+
 def format_value(value, unit: str | None) -> str:
     """Human-readable value: bytes as MB/GB, ratios and rates with sensible digits."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return str(value)
     if unit == "bytes":
-        for size, name in ((1e12, "TB"), (1e9, "GB"), (1e6, "MB"), (1e3, "kB")):
-            if abs(value) >= size:
-                return f"{value / size:.3g} {name}"
-        return f"{value:.0f} B"
+        return format_bytes(value)
     if isinstance(value, int) or float(value).is_integer():
         text = f"{int(value):,}"
     elif abs(value) >= 100:

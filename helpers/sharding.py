@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+from .results import format_bytes  # noqa: F401  (one byte formatter, re-exported for the notebooks)
+
 BYTES_PER_PARAM = {"fp32": 4.0, "fp16": 2.0, "bf16": 2.0, "int8": 1.0, "int4": 0.5}
 
 
@@ -98,14 +100,6 @@ def accelerators_needed(parameters: int | float, memory_bytes: float = 80e9, str
         else:
             low = middle + 1
     return low
-
-
-def format_bytes(value: float) -> str:
-    """Bytes as a short human string in decimal units (kB, MB, GB, TB)."""
-    for unit, size in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if abs(value) >= size:
-            return f"{value / size:.3g} {unit}"
-    return f"{value:.0f} B"
 
 
 def print_memory_table(parameters: int | float, ranks: int, precision: str = "mixed") -> list[dict]:
