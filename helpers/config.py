@@ -51,6 +51,10 @@ class Profile:
     dynamic_requests: int  # requests in notebook 08's simulated arrival stream
     serve_max_new_tokens: int  # tokens per request when a client of notebook 09's server does not say
     serve_request_timeout_s: float  # end-to-end HTTP timeout of the Serve proxy
+    continuous_batch_size: int = 8  # batch slots of the static / dynamic / continuous batching comparison
+    continuous_requests: int = 16  # requests in that comparison's arrival stream
+    speculative_prompts: int = 8  # RAG prompts per speculative-decoding comparison
+    speculative_new_tokens: int = 64  # tokens generated per prompt there
 
 
 _PROFILES = {
@@ -59,9 +63,10 @@ _PROFILES = {
                      repeats=5, train_steps=60, classifier_epochs=3, distill_epochs=3,
                      calibration_texts=16, ann_vectors=100_000, fsdp_steps=8, batch_sizes=(1, 4, 8, 16),
                      load_requests=24, load_time_limit_s=45.0, assistant_questions=8, assistant_tickets=16,
-                     sweep_sparsities=(0.0, 0.3, 0.5, 0.7), kv_cache_prompts=1, kv_cache_new_tokens=64,
-                     kv_cache_repeats=1, prefix_requests=2, dynamic_requests=12, serve_max_new_tokens=16,
-                     serve_request_timeout_s=60.0),
+                     sweep_sparsities=(0.0, 0.3, 0.5, 0.7), kv_cache_prompts=1, kv_cache_new_tokens=16,
+                     kv_cache_repeats=5, prefix_requests=2, dynamic_requests=12, serve_max_new_tokens=16,
+                     serve_request_timeout_s=60.0, continuous_batch_size=8, continuous_requests=16,
+                     speculative_prompts=8, speculative_new_tokens=64),
     "full": Profile("full", tickets_eval=360, qa_eval=160, perplexity_texts=43,
                     perplexity_max_tokens=512, speed_prompts=4, new_tokens=128,
                     repeats=5, train_steps=300, classifier_epochs=6, distill_epochs=6,
@@ -69,7 +74,8 @@ _PROFILES = {
                     load_requests=200, load_time_limit_s=240.0, assistant_questions=80, assistant_tickets=120,
                     sweep_sparsities=(0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7), kv_cache_prompts=4,
                     kv_cache_new_tokens=256, kv_cache_repeats=3, prefix_requests=8, dynamic_requests=64,
-                    serve_max_new_tokens=48, serve_request_timeout_s=120.0),
+                    serve_max_new_tokens=48, serve_request_timeout_s=120.0, continuous_batch_size=8,
+                    continuous_requests=64, speculative_prompts=32, speculative_new_tokens=96),
 }
 
 

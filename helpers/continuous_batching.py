@@ -1,0 +1,392 @@
+"""Continuous (iteration-level) batching, written by hand over a causal LM's forward pass and KV cache.
+
+A request-level batcher (static or dynamic) starts a batch and runs it until its
+*longest* member is done: a request that wanted 8 tokens keeps its batch slot while
+a neighbour generates 96, and requests that arrive meanwhile wait outside. An
+*iteration-level* scheduler decides again at every decoding step: a sequence that is
+finished leaves the batch at once, and a request that has arrived takes the free slot
+at the next step (its prompt is prefilled, then it decodes together with the others).
+
+All three schedulers here share one engine and one interface, so they can serve the
+same request stream (:func:`request_stream`) and be compared step for step:
+
+- :func:`static_batching` — wait until ``batch_size`` requests are queued, run them to the longest;
+- :func:`dynamic_batching` — request-level batching with a maximum wait (the rule of
+  :class:`helpers.batching.DynamicBatcher`);
+- :func:`continuous_batching` — iteration-level scheduling.
+
+**The engine.** The running batch is one padded KV cache (a transformers
+``DynamicCache``) plus a 0/1 attention mask: sequences of different lengths are
+*left*-padded, so every row's newest token sits in the last column. Each row's
+position ids count only its real tokens, so rotary positions match an unbatched run.
+A join pads the shorter of (batch, newcomers) on the left and concatenates rows; a
+leave keeps the other rows and drops padding columns no row needs any more.
+Decoding is greedy, so every request's tokens must equal its unbatched greedy decode
+(:func:`greedy_reference`); the unit tests check exactly that.
+
+**Time.** Arrival times are seconds on a virtual clock. Each forward pass advances it
+by its measured duration (or by ``step_cost_s`` when given: deterministic, for tests
+and for counting in steps); when nothing is running and nobody is waiting, the clock
+jumps to the next arrival instead of sleeping.
+
+**Steps and slot utilisation.** A *step* produces one token for every occupied slot
+(the prefill of a newcomer produces its first token; it joins the batched decode from
+the next step). The slot timeline records which request holds each of ``batch_size``
+slots at every step; slot utilisation = useful tokens / (slots x steps). Static
+batching holds a finished member's slot until the longest member is done; those slot
+steps are counted as held but not useful.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import statistics
+import time
+from dataclasses import dataclass, field
+from typing import Sequence
+
+from . import config
+from .batching import DynamicBatcher, poisson_arrivals
+from .generation import forward_argument_names
+
+
+# --- requests and results -------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Request:
+    """One request of a stream: when it arrives, its prompt token ids and how many tokens it wants."""
+
+    index: int
+    arrival_s: float
+    prompt_ids: tuple[int, ...]
+    max_new_tokens: int
+
+
+@dataclass
+class Completed:
+    """What a scheduler delivered for one request (times on the virtual clock, steps counted from 0)."""
+
+    index: int
+    arrival_s: float
+    first_token_s: float
+    finish_s: float
+    tokens: list[int]
+    first_step: int  # step that produced the first token
+    last_step: int  # step that produced the last useful token
+
+    @property
+    def time_to_first_token_s(self) -> float:
+        return self.first_token_s - self.arrival_s
+
+    @property
+    def latency_s(self) -> float:
+        """From arrival to the complete answer."""
+        return self.finish_s - self.arrival_s
+
+
+@dataclass
+class ScheduleResult:
+    """The outcome of serving a stream: per-request results, the slot timeline and the step count."""
+
+    name: str
+    batch_size: int
+    completed: list[Completed]  # in request-index order
+    timeline: list[list[int | None]] = field(repr=False)  # timeline[step][slot] = request index or None
+    busy_s: float  # clock time spent in forward passes
+
+    @property
+    def steps(self) -> int:
+        return len(self.timeline)
+
+    @property
+    def useful_tokens(self) -> int:
+        return sum(len(item.tokens) for item in self.completed)
+
+    @property
+    def slot_utilization(self) -> float:
+        """Useful tokens / (batch slots x steps): 1.0 means no slot ever idled or waited."""
+        return self.useful_tokens / (self.batch_size * self.steps) if self.steps else 0.0
+
+    def metrics(self) -> dict:
+        """Throughput (tokens per second of virtual time), latency and time-to-first-token percentiles."""
+        from .metrics import percentile
+
+        latencies = [item.latency_s for item in self.completed]
+        first_tokens = [item.time_to_first_token_s for item in self.completed]
+        span = max(item.finish_s for item in self.completed) - min(item.arrival_s for item in self.completed)
+        return {"scheduler": self.name, "requests": len(self.completed), "tokens": self.useful_tokens,
+                "steps": self.steps, "slot_utilization": self.slot_utilization,
+                "throughput_tokens_per_s": self.useful_tokens / span, "span_s": span, "busy_s": self.busy_s,
+                "latency_p50_s": statistics.median(latencies), "latency_p95_s": percentile(latencies, 95),
+                "ttft_p50_s": statistics.median(first_tokens), "ttft_p95_s": percentile(first_tokens, 95)}
+
+
+def request_stream(prompts_ids: Sequence[Sequence[int]], count: int, rate_per_s: float,
+                   output_lengths: Sequence[int], seed: int = 0) -> list[Request]:
+    """``count`` requests with Poisson arrivals (``rate_per_s``, seeded); prompts are taken in turn
+    from ``prompts_ids`` and each request's ``max_new_tokens`` is drawn from ``output_lengths``."""
+    if not prompts_ids or not output_lengths or min(output_lengths) < 1:
+        raise ValueError("Pass at least one prompt and positive output lengths.")
+    arrivals = poisson_arrivals(count, rate_per_s, seed=seed)
+    generator = random.Random(seed + 1)
+    return [Request(i, arrival, tuple(prompts_ids[i % len(prompts_ids)]), generator.choice(list(output_lengths)))
+            for i, arrival in enumerate(arrivals)]
+
+
+def stream_sizes() -> dict:
+    """Batch size and stream size of the continuous-batching comparison for the active profile."""
+    chosen = config.profile()
+    return {"batch_size": chosen.continuous_batch_size, "requests": chosen.continuous_requests}
+
+
+# --- the engine: one padded batch, its KV cache and attention mask ------------------------------
+
+def _cache_tensors(cache) -> list[tuple]:
+    """Per-layer (keys, values), each (batch, kv_heads, length, head_dim), across transformers versions."""
+    if hasattr(cache, "layers"):
+        return [(layer.keys, layer.values) for layer in cache.layers]
+    return list(zip(cache.key_cache, cache.value_cache))
+
+
+def _cache_from(tensors: list[tuple]):
+    from transformers import DynamicCache
+
+    cache = DynamicCache()
+    for layer, (keys, values) in enumerate(tensors):
+        cache.update(keys, values, layer)
+    return cache
+
+
+def _left_pad(tensor, length: int, dim: int):
+    import torch.nn.functional as F
+
+    missing = length - tensor.shape[dim]
+    if missing == 0:
+        return tensor
+    padding = [0, 0] * (tensor.dim() - 1 - dim) + [missing, 0]  # F.pad lists the last dimension first
+    return F.pad(tensor, padding)
+
+
+@dataclass
+class _Batch:
+    cache: object  # DynamicCache holding every row's keys and values
+    mask: object  # (rows, length) 1 for a real token, 0 for left padding
+    last: object  # (rows,) the newest token of each row, fed at the next step
+
+
+def _forward(model, input_ids, mask, positions, cache):
+    import torch
+
+    cache_argument, keep_argument = forward_argument_names(model)
+    options = {cache_argument: cache, "use_cache": True}
+    if keep_argument:
+        options[keep_argument] = 1  # logits of the last position only
+    with torch.no_grad():
+        output = model(input_ids=input_ids, attention_mask=mask, position_ids=positions, **options)
+    new_cache = getattr(output, "cache", None)  # renamed from past_key_values in transformers 5
+    return output.logits[:, -1].argmax(-1), new_cache if new_cache is not None else output.past_key_values
+
+
+def prefill(model, prompts: Sequence[Sequence[int]]) -> tuple[_Batch, list[int]]:
+    """Run the prompts (left-padded into one batch) and return the new batch and each first token."""
+    import torch
+
+    device = config.module_device(model)
+    length = max(len(prompt) for prompt in prompts)
+    ids = torch.zeros((len(prompts), length), dtype=torch.long, device=device)
+    mask = torch.zeros_like(ids)
+    for row, prompt in enumerate(prompts):
+        ids[row, length - len(prompt):] = torch.tensor(prompt, device=device)
+        mask[row, length - len(prompt):] = 1
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    from transformers import DynamicCache
+
+    tokens, cache = _forward(model, ids, mask, positions, DynamicCache())
+    return _Batch(cache, mask, tokens), tokens.tolist()
+
+
+def decode_step(model, batch: _Batch) -> list[int]:
+    """One greedy token for every row of ``batch`` (its cache and mask grow by one column)."""
+    import torch
+
+    mask = torch.cat([batch.mask, torch.ones_like(batch.mask[:, :1])], dim=1)
+    positions = batch.mask.sum(-1, keepdim=True)  # real tokens so far = position of the new one
+    batch.last, batch.cache = _forward(model, batch.last[:, None], mask, positions, batch.cache)
+    batch.mask = mask
+    return batch.last.tolist()
+
+
+def merge(first: _Batch, second: _Batch) -> _Batch:
+    """One batch holding the rows of ``first`` then those of ``second`` (the shorter one left-padded)."""
+    import torch
+
+    length = max(first.mask.shape[1], second.mask.shape[1])
+    tensors = [tuple(torch.cat([_left_pad(a, length, 2), _left_pad(b, length, 2)]) for a, b in zip(pair_a, pair_b))
+               for pair_a, pair_b in zip(_cache_tensors(first.cache), _cache_tensors(second.cache))]
+    mask = torch.cat([_left_pad(first.mask, length, 1), _left_pad(second.mask, length, 1)])
+    return _Batch(_cache_from(tensors), mask, torch.cat([first.last, second.last]))
+
+
+def keep_rows(batch: _Batch, rows: Sequence[int]) -> _Batch | None:
+    """The batch with only ``rows`` (``None`` when empty), minus padding columns no kept row needs."""
+    import torch
+
+    if not rows:
+        return None
+    index = torch.tensor(list(rows), device=batch.mask.device)
+    mask = batch.mask.index_select(0, index)
+    start = int((mask.sum(0) > 0).nonzero()[0])  # first column some kept row really uses
+    tensors = [tuple(t.index_select(0, index)[:, :, start:] for t in pair) for pair in _cache_tensors(batch.cache)]
+    return _Batch(_cache_from(tensors), mask[:, start:], batch.last.index_select(0, index))
+
+
+class _Clock:
+    """Virtual time: forward passes advance it by their measured (or fixed) cost; idle time is skipped."""
+
+    def __init__(self, model, step_cost_s: float | None):
+        self.now, self.busy_s, self.model, self.step_cost_s = 0.0, 0.0, model, step_cost_s
+
+    def run(self, fn, *args):
+        start = time.perf_counter()
+        value = fn(*args)
+        if self.step_cost_s is None:
+            config.synchronize(config.module_device(self.model))
+        cost = self.step_cost_s if self.step_cost_s is not None else time.perf_counter() - start
+        self.now += cost
+        self.busy_s += cost
+        return value
+
+
+def _finished(tokens: list[int], request: Request, eos_token_id: int | None) -> bool:
+    return len(tokens) >= request.max_new_tokens or (eos_token_id is not None and tokens[-1] == eos_token_id)
+
+
+# --- the iteration-level scheduler ---------------------------------------------------------------
+
+def continuous_batching(model, requests: Sequence[Request], batch_size: int, eos_token_id: int | None = None,
+                        step_cost_s: float | None = None) -> ScheduleResult:
+    """Serve ``requests`` with iteration-level scheduling over ``batch_size`` slots (greedy decoding).
+
+    Every step: the running rows decode one token; arrived requests take free slots and are
+    prefilled (their first token); finished rows leave before the next step.
+    """
+    clock, waiting = _Clock(model, step_cost_s), sorted(requests, key=lambda r: (r.arrival_s, r.index))
+    slots: list[int | None] = [None] * batch_size  # slot -> request index
+    rows: list[Request] = []  # batch row -> request (row order is the cache's)
+    tokens, first_at, first_step, done, timeline = {}, {}, {}, {}, []
+    batch = None
+    while waiting or rows:
+        if not rows and waiting[0].arrival_s > clock.now:
+            clock.now = waiting[0].arrival_s  # idle: skip ahead to the next arrival
+        step = len(timeline)
+        if rows:  # 1. everyone already running decodes one token
+            for request, token in zip(rows, clock.run(decode_step, model, batch)):
+                tokens[request.index].append(token)
+        joiners = []  # 2. arrived requests take free slots and are prefilled
+        while waiting and waiting[0].arrival_s <= clock.now and len(rows) + len(joiners) < batch_size:
+            joiners.append(waiting.pop(0))
+        if joiners:
+            new_batch, first_tokens = clock.run(prefill, model, [r.prompt_ids for r in joiners])
+            for request, token in zip(joiners, first_tokens):
+                slots[slots.index(None)] = request.index
+                tokens[request.index], first_at[request.index], first_step[request.index] = [token], clock.now, step
+            batch, rows = (new_batch if batch is None else merge(batch, new_batch)), rows + joiners
+        timeline.append(list(slots))
+        # 3. finished rows leave at once
+        leaving = {r.index for r in rows if _finished(tokens[r.index], r, eos_token_id)}
+        for request in (r for r in rows if r.index in leaving):
+            slots[slots.index(request.index)] = None
+            done[request.index] = Completed(request.index, request.arrival_s, first_at[request.index], clock.now,
+                                            tokens[request.index], first_step[request.index], step)
+        if leaving:
+            batch = keep_rows(batch, [row for row, r in enumerate(rows) if r.index not in leaving])
+            rows = [r for r in rows if r.index not in leaving]
+    return ScheduleResult("continuous", batch_size, [done[i] for i in sorted(done)], timeline, clock.busy_s)
+
+
+# --- request-level batching on the same engine ---------------------------------------------------
+
+def _request_level(name: str, model, requests: Sequence[Request], batcher: DynamicBatcher,
+                   eos_token_id: int | None, step_cost_s: float | None) -> ScheduleResult:
+    ordered = sorted(requests, key=lambda r: (r.arrival_s, r.index))
+    arrivals = [r.arrival_s for r in ordered]
+    clock, done, timeline, first = _Clock(model, step_cost_s), {}, [], 0
+    while first < len(ordered):
+        start, members = batcher.next_batch(arrivals, first, clock.now)
+        if math.isinf(start):  # static batching at the end of the stream: the last batch is smaller
+            start, members = max(clock.now, arrivals[-1]), list(range(first, len(ordered)))
+        clock.now, group, first = start, [ordered[i] for i in members], first + len(members)
+        batch, first_tokens = clock.run(prefill, model, [r.prompt_ids for r in group])
+        tokens = {r.index: [token] for r, token in zip(group, first_tokens)}
+        first_at, first_step, last_step = clock.now, len(timeline), {r.index: len(timeline) for r in group}
+        live = {r.index for r in group if not _finished(tokens[r.index], r, eos_token_id)}
+        timeline.append([r.index for r in group] + [None] * (batcher.max_batch - len(group)))
+        while live:  # run to the longest member; finished members keep their slot, their tokens are dropped
+            for request, token in zip(group, clock.run(decode_step, model, batch)):
+                if request.index in live:
+                    tokens[request.index].append(token)
+                    last_step[request.index] = len(timeline)
+                    if _finished(tokens[request.index], request, eos_token_id):
+                        live.discard(request.index)
+            timeline.append(timeline[-1])
+        for request in group:  # the batch answers all its members together
+            done[request.index] = Completed(request.index, request.arrival_s, first_at, clock.now,
+                                            tokens[request.index], first_step, last_step[request.index])
+    return ScheduleResult(name, batcher.max_batch, [done[i] for i in sorted(done)], timeline, clock.busy_s)
+
+
+def static_batching(model, requests: Sequence[Request], batch_size: int, eos_token_id: int | None = None,
+                    step_cost_s: float | None = None) -> ScheduleResult:
+    """Wait until ``batch_size`` requests are queued (the last batch takes what is left), run each batch
+    to its longest member, answer all members together."""
+    return _request_level("static", model, requests, DynamicBatcher(batch_size, math.inf), eos_token_id,
+                          step_cost_s)
+
+
+def dynamic_batching(model, requests: Sequence[Request], batch_size: int, max_wait_ms: float,
+                     eos_token_id: int | None = None, step_cost_s: float | None = None) -> ScheduleResult:
+    """Request-level dynamic batching: a batch leaves when ``batch_size`` requests wait or the oldest has
+    waited ``max_wait_ms``; it then runs to its longest member."""
+    return _request_level("dynamic", model, requests, DynamicBatcher(batch_size, max_wait_ms), eos_token_id,
+                          step_cost_s)
+
+
+# --- reference and picture -------------------------------------------------------------------------
+
+def greedy_reference(model, prompt_ids: Sequence[int], max_new_tokens: int,
+                     eos_token_id: int | None = None) -> list[int]:
+    """The unbatched greedy decode of one prompt with ``model.generate`` (what every scheduler must match)."""
+    import torch
+
+    ids = torch.tensor([list(prompt_ids)], device=config.module_device(model))
+    options = dict(max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=eos_token_id,
+                   pad_token_id=eos_token_id if eos_token_id is not None else 0)
+    if eos_token_id is None:  # run to max_new_tokens whatever the model emits
+        options["min_new_tokens"] = max_new_tokens
+    with torch.no_grad():
+        output = model.generate(ids, attention_mask=torch.ones_like(ids), **options)
+    return output[0, ids.shape[1]:].tolist()
+
+
+def plot_slot_timeline(result: ScheduleResult, ax=None):
+    """Which request holds which slot at each step; a held slot whose request has already finished is hatched."""
+    from .plots import pyplot
+
+    plt = pyplot()
+    if ax is None:
+        _, ax = plt.subplots(figsize=(8, 0.4 * result.batch_size + 1.2))
+    by_index = {item.index: item for item in result.completed}
+    colours = plt.get_cmap("tab20")
+    for step, slots in enumerate(result.timeline):
+        for slot, index in enumerate(slots):
+            if index is None:
+                continue
+            useful = by_index[index].first_step <= step <= by_index[index].last_step
+            ax.barh(slot, 1, left=step, color=colours(index % 20), alpha=1.0 if useful else 0.25,
+                    hatch=None if useful else "//", edgecolor="none")
+    ax.set_xlabel("step")
+    ax.set_ylabel("batch slot")
+    ax.set_yticks(range(result.batch_size))
+    ax.set_title(f"{result.name}: slot utilisation {result.slot_utilization:.0%}")
+    return ax
