@@ -5,7 +5,8 @@ LLM, closed-book or with retrieval) and **tickets** to triage into one of the 12
 free generation, by few-shot prompting with similar examples, by label scoring, or by the
 fine-tuned MiniLM classifier). A
 :class:`Configuration` says which technique each part uses; :func:`evaluate` runs one
-configuration over the same request stream and measures quality, time per request and memory.
+configuration over the same request stream and measures quality, per-request latency, throughput
+and memory.
 """
 
 from __future__ import annotations
@@ -58,15 +59,50 @@ class Outcome:
     bytes: int
     cache_hits: int = 0
     details: dict = field(default_factory=dict)
+    latencies_s: list = field(default_factory=list)  # per request: seconds until its answer (its batch's time)
+    ticket_correct: list = field(default_factory=list)  # per ticket: 1 if the label was right
+    qa_correct: list = field(default_factory=list)  # per question request: 1 if the answer had every key fact
+
+    @property
+    def correct(self) -> list:
+        """Per-request correctness, tickets first, then question requests (the same order for every configuration)."""
+        return list(self.ticket_correct) + list(self.qa_correct)
 
     @property
     def accuracy(self) -> float:
-        """Mean of the two task accuracies: both kinds of request count equally."""
+        """Share of all requests handled correctly (tickets and question requests pooled).
+
+        Without per-request flags (an Outcome built by hand) it is the mean of the two task accuracies.
+        """
+        if self.ticket_correct and self.qa_correct:
+            return sum(self.correct) / len(self.correct)
         return (self.ticket_accuracy + self.qa_accuracy) / 2
 
     @property
     def ms_per_request(self) -> float:
+        """Total time divided by requests: the inverse of throughput, *not* a per-request latency."""
         return 1000 * self.seconds / self.requests
+
+    @property
+    def throughput_rps(self) -> float:
+        """Requests handled per second over the whole timed run."""
+        return self.requests / self.seconds
+
+    def latency_ms(self, q: float) -> float:
+        """The ``q``-th percentile of the per-request latencies, in ms."""
+        from .metrics import percentile
+
+        if not self.latencies_s:
+            raise ValueError(f"{self.name}: no per-request latencies were measured.")
+        return 1000 * percentile(self.latencies_s, q)
+
+    @property
+    def latency_p50_ms(self) -> float:
+        return self.latency_ms(50)
+
+    @property
+    def latency_p95_ms(self) -> float:
+        return self.latency_ms(95)
 
 
 def request_stream(questions: Sequence, repeat_fraction: float = 0.5, seed: int = 0) -> list:
@@ -235,13 +271,21 @@ class Assistant:
                         progress=False, strip=True)
 
     def answer_with_cache(self, configuration: Configuration, questions: Sequence[str], threshold: float,
-                          max_new_tokens: int = ANSWER_MAX_NEW_TOKENS) -> tuple[list[str], int]:
-        """Answer a stream through a semantic cache: look up each batch, generate only the misses."""
+                          max_new_tokens: int = ANSWER_MAX_NEW_TOKENS,
+                          latencies: list | None = None) -> tuple[list[str], int]:
+        """Answer a stream through a semantic cache: look up each batch, generate only the misses.
+
+        When ``latencies`` is a list, the seconds each batch took are appended once per request in it.
+        """
         from .caching import SemanticCache
 
+        if threshold is None:
+            raise ValueError("A semantic cache needs a threshold: pass the one chosen on calibration pairs "
+                             "(notebook 08's semantic_cache_threshold).")
         cache = SemanticCache(embedder=self.embedder(), threshold=threshold)
         answers: list[str] = []
         for start in range(0, len(questions), configuration.batch_size):
+            began = time.perf_counter()
             batch = list(questions[start:start + configuration.batch_size])
             cached = [cache.get(question) for question in batch]
             misses = [question for question, hit in zip(batch, cached) if hit is None]
@@ -251,6 +295,8 @@ class Assistant:
                     hit = next(fresh)
                     cache.put(question, hit)
                 answers.append(hit)
+            if latencies is not None:
+                latencies.extend([time.perf_counter() - began] * len(batch))
         return answers, cache.hits
 
 
@@ -259,31 +305,61 @@ def evaluate(assistant: Assistant, configuration: Configuration, tickets: Sequen
     """Run ``configuration`` on the tickets and the question stream; time everything but loading.
 
     ``questions`` are QA items (with ``question`` and ``keywords``); ``stream`` lists the items
-    in arrival order (default: each once). Components are loaded before the clock starts.
+    in arrival order (default: each once). Components are loaded, and one ticket and one
+    question run untimed (a warm-up), before the clock starts. Requests are served in batches
+    of ``configuration.batch_size`` (tickets first, then the question stream); every request's
+    latency is the time its batch took. A configuration with a semantic cache needs
+    ``cache_threshold`` (there is no silent default).
     """
     from .metrics import accuracy
-    from .rag import keyword_accuracy
+    from .rag import answer_contains_keywords, keyword_accuracy
 
+    if configuration.semantic_cache and cache_threshold is None:
+        raise ValueError(f"Configuration {configuration.name!r} uses a semantic cache but no cache_threshold was "
+                         "given: pass the threshold chosen on calibration pairs, e.g. "
+                         "results.read_value('08_caching_and_batching', 'semantic_cache_threshold').")
     stream = list(stream or questions)
     assistant.bytes_for(configuration)  # loads every component outside the timed region
     if configuration.qa_method == "rag":
         assistant.retriever()
     texts = [vary(item.question, index) for index, item in enumerate(stream)]
+    ticket_texts = [ticket.text for ticket in tickets]
+    size = configuration.batch_size
+    # warm-up, untimed: first calls pay one-off costs (kernel selection, caches) that are not per-request work
+    assistant.triage(configuration, ticket_texts[:1])
+    if configuration.semantic_cache:
+        assistant.answer_with_cache(configuration, texts[:1], threshold=cache_threshold)
+    else:
+        assistant.answer(configuration, texts[:1])
+    latencies: list[float] = []
+    labels: list[str] = []
     start = time.perf_counter()
-    labels = assistant.triage(configuration, [ticket.text for ticket in tickets])
+    for first in range(0, len(ticket_texts), size):
+        began = time.perf_counter()
+        labels.extend(assistant.triage(configuration, ticket_texts[first:first + size]))
+        latencies.extend([time.perf_counter() - began] * len(ticket_texts[first:first + size]))
     cache_hits = 0
     if configuration.semantic_cache:
-        answers, cache_hits = assistant.answer_with_cache(configuration, texts,
-                                                          threshold=cache_threshold or 0.9)
+        answers, cache_hits = assistant.answer_with_cache(configuration, texts, threshold=cache_threshold,
+                                                          latencies=latencies)
     else:
-        answers = assistant.answer(configuration, texts)
+        answers = []
+        for first in range(0, len(texts), size):
+            began = time.perf_counter()
+            answers.extend(assistant.answer(configuration, texts[first:first + size]))
+            latencies.extend([time.perf_counter() - began] * len(texts[first:first + size]))
     seconds = time.perf_counter() - start
+    keyword_lists = [item.keywords for item in stream]
     return Outcome(
         name=configuration.name,
         ticket_accuracy=accuracy(labels, [ticket.label for ticket in tickets]),
-        qa_accuracy=keyword_accuracy(answers, [item.keywords for item in stream]),
+        qa_accuracy=keyword_accuracy(answers, keyword_lists),
         requests=len(tickets) + len(stream), seconds=seconds, bytes=assistant.bytes_for(configuration),
         cache_hits=cache_hits, details={"answers": answers, "labels": labels},
+        latencies_s=latencies,
+        ticket_correct=[int(label == ticket.label) for label, ticket in zip(labels, tickets)],
+        qa_correct=[int(answer_contains_keywords(answer, keywords))
+                    for answer, keywords in zip(answers, keyword_lists)],
     )
 
 

@@ -8,12 +8,9 @@ softened output distribution plus the hard labels (:func:`distillation_loss`).
 
 from __future__ import annotations
 
-import statistics
 import string
 from pathlib import Path
 from typing import Sequence
-
-from tqdm.auto import tqdm
 
 from . import metrics
 
@@ -181,10 +178,12 @@ def compare_speed(contenders: dict, texts: Sequence[str], batch_size: int, round
     """Inference time of several ``{name: (model, tokenizer)}`` on the same texts, side by side.
 
     One call classifies all ``texts`` in batches of ``batch_size`` (tokenisation
-    included: the student's tokenizer is part of what ships). Each round times every
-    contender with :func:`helpers.metrics.measure` (median of ``repeats`` after a
-    warm-up); contenders alternate within a round so background load hits them alike.
-    Returns per contender the median seconds per text over rounds, and the per-round medians.
+    included: the student's tokenizer is part of what ships). After one warm-up call
+    each, the contenders take turns call by call (:func:`helpers.metrics.measure_alternating`,
+    ``rounds * repeats`` timed calls each), so background load hits them alike.
+    Returns per contender the median seconds per text, the seconds per text of every
+    timed call (``per_round``, in round order) and the :class:`~helpers.metrics.Timing`
+    of one call, which :func:`helpers.metrics.speedup` pairs round by round.
     Each model gets its inputs on its own device; on a GPU a call ends when its kernels have.
     """
     import torch
@@ -209,11 +208,11 @@ def compare_speed(contenders: dict, texts: Sequence[str], batch_size: int, round
                 synchronize(device)
         return run
 
-    per_round = {name: [] for name in contenders}
-    for _ in tqdm(range(rounds), desc=f"timing batch {batch_size}", disable=not progress, leave=False):
-        for name, (model, tokenizer) in contenders.items():
-            model.eval()
-            timing = metrics.measure(runner(model, tokenizer), repeats=repeats, warmup=1)
-            per_round[name].append(timing.median_s / len(texts))
-    return {name: {"seconds_per_text": statistics.median(values), "per_round": values}
-            for name, values in per_round.items()}
+    runners = {}
+    for name, (model, tokenizer) in contenders.items():
+        model.eval()
+        runners[name] = runner(model, tokenizer)
+    timings = metrics.measure_alternating(runners, repeats=rounds * max(1, repeats), warmup=1, progress=progress)
+    return {name: {"seconds_per_text": timing.median_s / len(texts),
+                   "per_round": [seconds / len(texts) for seconds in timing.samples], "timing": timing}
+            for name, timing in timings.items()}

@@ -27,7 +27,7 @@ TRIAGE_INSTRUCTION = (
     "You label Lumen Cloud support tickets. Reply with exactly one label from this list and "
     "nothing else: " + ", ".join(LABELS) + "."
 )
-LABEL_MAX_NEW_TOKENS = 8  # the longest label ("sharing_permissions") is 3 tokens, plus the end-of-turn token
+LABEL_MAX_NEW_TOKENS = 8  # the longest label ("plan_upgrade") is 4 tokens, plus the end-of-turn token
 TICKET_MAX_TOKENS = 96  # tickets are short (99 % under 60 tokens); longer ones are cut, never the answer
 LORA_BATCH_SIZE = 4  # small batches: 60 steps x 4 tickets fit the quick profile's CPU budget
 # adapters start at zero and train few weights, so they take a larger step than full fine-tuning

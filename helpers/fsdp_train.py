@@ -49,7 +49,9 @@ def parse_args(argv=None):
 
 
 def choose_backend(requested: str, cuda_available: bool, gpu_count: int, world_size: int) -> tuple[str, str]:
-    """``(process-group backend, device type)`` for a run of ``world_size`` ranks.
+    """``(process-group backend, device type)`` for ``world_size`` ranks on this machine.
+
+    Pass the ranks of this machine (:func:`ranks_on_this_machine`), not of the whole job.
 
     NCCL on CUDA needs one GPU per rank (two ranks may not share one GPU), so ``auto``
     picks ``("nccl", "cuda")`` only when there are at least ``world_size`` GPUs, and
@@ -65,6 +67,15 @@ def choose_backend(requested: str, cuda_available: bool, gpu_count: int, world_s
     if requested == "cuda" or (requested == "auto" and enough_gpus):
         return "nccl", "cuda"
     return "gloo", "cpu"
+
+
+def ranks_on_this_machine(environ) -> int:
+    """Ranks torchrun started on this machine (``LOCAL_WORLD_SIZE``; ``WORLD_SIZE`` when unset).
+
+    Each of them needs its own GPU, so this, not the world size over all machines, is what
+    :func:`choose_backend` compares with the local GPU count: 2 machines x 8 ranks need 8 GPUs each.
+    """
+    return int(environ.get("LOCAL_WORLD_SIZE", environ.get("WORLD_SIZE", "1")))
 
 
 class RankLog:
@@ -193,9 +204,8 @@ def main(argv=None) -> int:
     log = RankLog(Path(args.log_dir) if args.log_dir else out.parent, rank)
     started = time.perf_counter()
     try:
-        world_size = int(os.environ.get("WORLD_SIZE", "1"))
         backend, device_type = choose_backend(args.device, torch.cuda.is_available(), torch.cuda.device_count(),
-                                              world_size)
+                                              ranks_on_this_machine(os.environ))
         device = "cpu"
         if device_type == "cuda":
             local_rank = int(os.environ.get("LOCAL_RANK", "0"))

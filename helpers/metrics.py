@@ -86,7 +86,7 @@ def measure_alternating(variants: dict[str, Callable[[], object]], repeats: int 
 
 
 def speedup(slow: Timing, fast: Timing) -> dict:
-    """How many times faster ``fast`` is than ``slow``: median ratio and the IQR of per-round ratios.
+    """How many times faster ``fast`` is than ``slow``: the median and IQR of the per-round ratios.
 
     The two timings must come from :func:`measure_alternating` (same number of rounds),
     so that round ``i`` of each ran side by side. Returns ``value``, ``interval``
@@ -97,8 +97,8 @@ def speedup(slow: Timing, fast: Timing) -> dict:
     if len(slow.samples) != len(fast.samples) or not slow.samples:
         raise ValueError("speedup needs two timings with the same number of rounds (use measure_alternating).")
     ratios = np.asarray(slow.samples) / np.asarray(fast.samples)
-    q1, q3 = (float(v) for v in np.percentile(ratios, [25, 75]))
-    return {"value": slow.median_s / fast.median_s, "interval": (q1, q3), "n": len(ratios), "kind": "IQR"}
+    q1, median, q3 = (float(v) for v in np.percentile(ratios, [25, 50, 75]))
+    return {"value": median, "interval": (q1, q3), "n": len(ratios), "kind": "IQR"}
 
 
 # --- uncertainty --------------------------------------------------------------------------------

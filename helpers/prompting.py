@@ -311,8 +311,11 @@ def measure_latency(classify, tickets: Sequence, repeats: int = 3) -> float:
     return measure(lambda: classify(next(cycle)), repeats=repeats, warmup=1).median_s
 
 
-def variants_table(results: Sequence[VariantResult], sample_size: int | None = None) -> str:
-    """A Markdown table: accuracy, prompt tokens, batched seconds per ticket and batch-1 latency."""
+def variants_table(results: Sequence[VariantResult], sample_size: int | None = None, split: str = "test") -> str:
+    """A Markdown table: accuracy, prompt tokens, batched seconds per ticket and batch-1 latency.
+
+    With ``sample_size``, a footer names the ``split`` the rows were scored on and what one ticket is worth.
+    """
     lines = ["| variant | method | accuracy | prompt tokens | s/ticket (batched) | latency, batch 1 (s) |",
              "|---|---|---|---|---|---|"]
     for result in results:
@@ -320,5 +323,5 @@ def variants_table(results: Sequence[VariantResult], sample_size: int | None = N
         lines.append(f"| {result.name} | {result.method} | {result.accuracy:.1%} | {result.prompt_tokens:.0f} | "
                      f"{result.seconds_per_ticket:.2f} | {latency} |")
     if sample_size is not None:
-        lines.append(f"\n{sample_size} test tickets: one ticket is {1 / sample_size:.1%} of accuracy.")
+        lines.append(f"\n{sample_size} {split} tickets: one ticket is {1 / sample_size:.1%} of accuracy.")
     return "\n".join(lines)

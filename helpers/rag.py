@@ -8,6 +8,7 @@ The pieces, in the order notebook 02 uses them:
   :meth:`Retriever.search` (chunks) and :meth:`Retriever.search_documents`
   (best chunk per document);
 * :func:`retrieval_recall` and :func:`chunking_sweep` measure document-level recall@k;
+  :func:`answer_in_top_k` checks whether the key facts are in the chunks the model reads;
 * :func:`grounded_messages`, :func:`closed_book_messages` and :func:`answer_contains_keywords`
   build chat prompts and score answers;
 * :func:`rag_style_prompts` builds prompts of an article excerpt plus a question (notebook 08).
@@ -269,17 +270,26 @@ def chunking_sweep(docs: Sequence, questions: Sequence[str], relevant_doc_ids: S
     return rows
 
 
-def plot_recall_sweep(rows: Sequence[dict], goal: float | None = None, path=None):
-    """Grouped bars: recall@1 and recall@5 for each chunk setting of :func:`chunking_sweep`."""
+def plot_recall_sweep(rows: Sequence[dict], goal: float | None = None, path=None,
+                      keys: Sequence[str] = ("recall_at_1", "recall_at_5"),
+                      title: str = "Retrieval recall by chunking"):
+    """Grouped bars, one group per chunk setting of :func:`chunking_sweep` and one bar per ``keys`` entry.
+
+    ``keys`` are row entries to show (default recall@1 and recall@5; rows may carry more, such as
+    ``answer_recall_at_3``).
+    """
     from .plots import pyplot
 
     plt = pyplot()
     labels = [f"{row['chunk_size']} / {row['chunk_overlap']}" for row in rows]
     positions = np.arange(len(rows))
     figure, axis = plt.subplots(figsize=(7, 3.5))
-    for offset, key, color in ((-0.2, "recall_at_1", "#8FAADC"), (0.2, "recall_at_5", "#4C72B0")):
-        bars = axis.bar(positions + offset, [row[key] for row in rows], width=0.4, color=color,
-                        label=key.replace("_at_", "@"))
+    width = 0.8 / len(keys)
+    colors = ("#8FAADC", "#4C72B0", "#55A868", "#DD8452")
+    for number, key in enumerate(keys):
+        offset = (number - (len(keys) - 1) / 2) * width
+        bars = axis.bar(positions + offset, [row[key] for row in rows], width=width, color=colors[number % len(colors)],
+                        label=key.replace("_at_", "@").replace("_", " "))
         axis.bar_label(bars, fmt="%.2f", fontsize=7)
     if goal is not None:
         axis.axhline(goal, color="#C44E52", linestyle="--", label=f"goal recall@5 >= {goal:.2f}")
@@ -287,7 +297,7 @@ def plot_recall_sweep(rows: Sequence[dict], goal: float | None = None, path=None
     axis.set_xlabel("chunk size / overlap (words)")
     axis.set_ylabel("document recall")
     axis.set_ylim(0, 1.08)
-    axis.set_title("Retrieval recall by chunking")
+    axis.set_title(title)
     axis.legend(fontsize=8, loc="lower left")
     figure.tight_layout()
     if path is not None:

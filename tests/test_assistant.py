@@ -81,3 +81,85 @@ def test_few_shot_triage_puts_similar_examples_in_the_prompt(monkeypatch):
     assert labels == ["refund"]
     prompt = seen["prompts"][0]
     assert prompt.index("charged twice") < prompt.index("money back") < prompt.index("Refund me, please.")
+
+
+class _FakeAssistant(assistant.Assistant):
+    """Answers instantly without models; counts calls so the warm-up is visible."""
+
+    def __init__(self):
+        super().__init__(progress=False)
+        self.calls = []
+
+    def bytes_for(self, configuration):
+        return 123
+
+    def retriever(self):
+        return None
+
+    def triage(self, configuration, ticket_texts):
+        self.calls.append(("triage", len(ticket_texts)))
+        return ["billing" if "charged" in text else "other" for text in ticket_texts]
+
+    def answer(self, configuration, questions, max_new_tokens=assistant.ANSWER_MAX_NEW_TOKENS):
+        self.calls.append(("answer", len(questions)))
+        return ["It costs 5 EUR per month." if "plus" in question.lower() else "I do not know."
+                for question in questions]
+
+    def embedder(self):
+        class Exact:  # identical text -> identical vector, different text -> orthogonal-ish
+            def encode(self, texts, batch_size=32, **_):
+                import numpy as np
+
+                return np.array([[hash(text.lower().strip(" ?")) % 97 + 1.0, 1.0] for text in texts])
+        return Exact()
+
+
+def _workload():
+    from helpers.data import QAItem, Ticket
+
+    tickets = [Ticket(text="I was charged twice.", label="billing"), Ticket(text="App crashes.", label="bug")]
+    questions = [QAItem(id="q1", question="How much is Plus?", answer="5 EUR", doc_id="kb-1", keywords=["5 EUR"]),
+                 QAItem(id="q2", question="Where is the trash?", answer="Settings", doc_id="kb-2",
+                        keywords=["Settings"])]
+    return tickets, questions
+
+
+def test_evaluate_refuses_a_semantic_cache_without_a_threshold():
+    tickets, questions = _workload()
+    cached = assistant.Configuration("cached", semantic_cache=True)
+    with pytest.raises(ValueError, match="cache_threshold"):
+        assistant.evaluate(_FakeAssistant(), cached, tickets, questions)
+    with pytest.raises(ValueError, match="threshold"):
+        _FakeAssistant().answer_with_cache(cached, ["How much is Plus?"], threshold=None)
+
+
+def test_evaluate_warms_up_then_times_every_request():
+    tickets, questions = _workload()
+    helper = _FakeAssistant()
+    outcome = assistant.evaluate(helper, assistant.Configuration("plain"), tickets, questions)
+    # one untimed ticket and question first, then one call per request at batch size 1
+    assert helper.calls == [("triage", 1), ("answer", 1), ("triage", 1), ("triage", 1), ("answer", 1), ("answer", 1)]
+    assert len(outcome.latencies_s) == outcome.requests == 4
+    assert outcome.ticket_correct == [1, 0] and outcome.qa_correct == [1, 0]
+    assert outcome.accuracy == 0.5 and outcome.correct == [1, 0, 1, 0]
+    assert outcome.throughput_rps == pytest.approx(4 / outcome.seconds)
+    assert outcome.latency_p50_ms <= outcome.latency_p95_ms
+
+
+def test_latency_percentiles_are_per_request_not_total_over_count():
+    outcome = assistant.Outcome("x", 1.0, 1.0, requests=4, seconds=2.0, bytes=1,
+                                latencies_s=[0.1, 0.1, 0.1, 1.7])
+    assert outcome.ms_per_request == 500.0  # total / count: the inverse of throughput
+    assert outcome.throughput_rps == 2.0
+    assert outcome.latency_p50_ms == pytest.approx(100.0)
+    assert outcome.latency_p95_ms == pytest.approx(1000 * (0.1 + 0.85 * 1.6))
+    with pytest.raises(ValueError, match="latencies"):
+        assistant.Outcome("y", 1.0, 1.0, 1, 1.0, 1).latency_p95_ms
+
+
+def test_batched_requests_share_their_batch_latency():
+    tickets, questions = _workload()
+    helper = _FakeAssistant()
+    outcome = assistant.evaluate(helper, assistant.Configuration("b", batch_size=2), tickets, questions)
+    assert helper.calls[2:] == [("triage", 2), ("answer", 2)]
+    assert outcome.latencies_s[0] == outcome.latencies_s[1] and outcome.latencies_s[2] == outcome.latencies_s[3]

@@ -46,7 +46,7 @@ def test_cache_dir_follows_env(tmp_path, monkeypatch):
 def test_profile_dependent_sizes_come_from_the_profile(monkeypatch):
     from helpers import batching, caching, pruning, serving
 
-    for name, values in [("quick", (1, 64, 1, 2, 12, 16, 60.0, (0.0, 0.3, 0.5, 0.7))),
+    for name, values in [("quick", (1, 16, 5, 2, 12, 16, 60.0, (0.0, 0.3, 0.5, 0.7))),
                          ("full", (4, 256, 3, 8, 64, 48, 120.0, (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)))]:
         monkeypatch.setenv("WORKBOOK_PROFILE", name)
         sizes = caching.sizes()

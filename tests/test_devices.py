@@ -6,7 +6,7 @@ from torch import nn
 from transformers import BatchEncoding
 
 from helpers import config, distillation, quantization
-from helpers.fsdp_train import choose_backend
+from helpers.fsdp_train import choose_backend, ranks_on_this_machine
 
 
 @pytest.mark.parametrize("requested, cuda, gpus, world, expected", [
@@ -28,6 +28,14 @@ def test_backend_refuses_cuda_without_enough_gpus():
         choose_backend("cuda", False, 0, 1)
     with pytest.raises(ValueError):
         choose_backend("tpu", False, 0, 1)
+
+
+def test_gpus_are_counted_per_machine_not_over_all_machines():
+    # torchrun --nnodes 2 --nproc_per_node 8: 16 ranks in all, 8 on each machine with its 8 GPUs
+    two_nodes = {"WORLD_SIZE": "16", "LOCAL_WORLD_SIZE": "8"}
+    assert ranks_on_this_machine(two_nodes) == 8
+    assert choose_backend("auto", True, 8, ranks_on_this_machine(two_nodes)) == ("nccl", "cuda")
+    assert ranks_on_this_machine({"WORLD_SIZE": "2"}) == 2 and ranks_on_this_machine({}) == 1
 
 
 def test_module_device_reads_parameters_then_buffers():

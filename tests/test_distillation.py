@@ -145,3 +145,30 @@ def test_compare_speed_reports_every_contender(minilm_tokenizer):
     assert all(len(entry["per_round"]) == 2 and entry["seconds_per_text"] > 0 for entry in timings.values())
     with pytest.raises(ValueError):
         distillation.compare_speed({"a": (teacher, minilm_tokenizer)}, [], batch_size=1)
+
+
+def test_compare_speed_alternates_the_contenders_call_by_call():
+    from transformers import BatchEncoding
+
+    from helpers import metrics
+
+    calls = []
+
+    class Named(torch.nn.Module):
+        def __init__(self, label):
+            super().__init__()
+            self.label = label
+            self.weight = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, input_ids, attention_mask):
+            calls.append(self.label)
+
+    def tokenizer(batch, **options):
+        return BatchEncoding({"input_ids": torch.ones(len(batch), 3, dtype=torch.long),
+                              "attention_mask": torch.ones(len(batch), 3, dtype=torch.long)})
+
+    timings = distillation.compare_speed({"a": (Named("a"), tokenizer), "b": (Named("b"), tokenizer)},
+                                         ["x", "y"], batch_size=2, rounds=3, repeats=1, progress=False)
+    assert calls == ["a", "b"] + ["a", "b"] * 3  # one warm-up each, then strictly alternating rounds
+    assert len(timings["a"]["timing"].samples) == 3 == len(timings["b"]["per_round"])
+    assert metrics.speedup(timings["a"]["timing"], timings["b"]["timing"])["n"] == 3

@@ -160,6 +160,10 @@ def test_speedup_pairs_alternating_rounds():
     fast = metrics.Timing(0.5, 0.25, 0.75, 4, 0.4, 0.6, (0.25, 0.5, 0.5, 0.75))
     result = metrics.speedup(slow, fast)
     assert result["value"] == 4.0 and result["interval"] == (4.0, 4.0) and result["kind"] == "IQR"
+    # the value is the median of the per-round ratios, so it always lies inside its own IQR
+    drifting = metrics.speedup(metrics.Timing(3, 1, 5, 3, 2, 4, (1.0, 3.0, 5.0)),
+                               metrics.Timing(1, 0.5, 5, 3, 0.75, 3, (0.5, 1.0, 5.0)))
+    assert drifting["value"] == 2.0 and drifting["interval"][0] <= 2.0 <= drifting["interval"][1]
     with pytest.raises(ValueError, match="same number of rounds"):
         metrics.speedup(slow, metrics.Timing(1, 1, 1, 1, 1, 1, (1.0,)))
 

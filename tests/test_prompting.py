@@ -263,6 +263,8 @@ def test_variants_table_and_plot(tmp_path):
             prompting.VariantResult("scored", "score", ["y"], 0.75, 300.0, 0.2)]
     table = prompting.variants_table(rows, sample_size=48)
     assert "| bare | generate | 25.0% | 60 | 0.50 | 0.40 |" in table and "| — |" in table and "2.1%" in table
+    assert "48 test tickets" in table
+    assert "24 validation tickets" in prompting.variants_table(rows, sample_size=24, split="validation")
     figure = plots.plot_variants(rows, goal=0.4, goal_label="goal", path=tmp_path / "v.png")
     assert (tmp_path / "v.png").stat().st_size > 0 and len(figure.axes) == 3
 

@@ -173,6 +173,19 @@ def test_chunking_sweep_reuses_and_returns_retrievers():
     assert embedder.calls == calls_before + 1 + 2  # one collection embedded, two question batches
 
 
+def test_plot_recall_sweep_draws_one_bar_per_key_and_setting():
+    rows = [{"chunk_size": 40, "chunk_overlap": 10, "recall_at_1": 0.5, "recall_at_5": 0.9, "answer_recall_at_3": 0.7},
+            {"chunk_size": 120, "chunk_overlap": 30, "recall_at_1": 0.6, "recall_at_5": 0.8, "answer_recall_at_3": 0.4}]
+    figure = rag.plot_recall_sweep(rows, goal=0.9, keys=("recall_at_1", "recall_at_5", "answer_recall_at_3"),
+                                   title="validation")
+    axis = figure.axes[0]
+    heights = sorted(round(patch.get_height(), 2) for patch in axis.patches)
+    assert heights == [0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
+    assert axis.get_title() == "validation"
+    legend = {text.get_text() for text in axis.get_legend().get_texts()}
+    assert {"recall@1", "recall@5", "answer recall@3"} <= legend
+
+
 # --- prompts and scoring ---
 
 def test_grounded_messages_number_sources_and_ask_for_citations(retriever):
@@ -206,6 +219,23 @@ def test_answer_contains_keywords_is_case_and_space_insensitive():
     assert not rag.answer_contains_keywords("Kept for 45 days.", ["45 days", "Plus"])
     with pytest.raises(ValueError):
         rag.answer_contains_keywords("anything", [])
+
+
+def test_answer_in_top_k_needs_every_keyword_within_the_first_k_chunks():
+    def hit(text):
+        return rag.Hit("kb-x", text, 0.5, 0)
+
+    hits = [[hit("Plus costs $7.50 per month."), hit("Trash keeps files for 45 DAYS."), hit("Error LC-4012.")],
+            [hit("nothing useful"), hit("still nothing"), hit("LC-4012 means quota")]]
+    # keywords may come from different chunks; case and spacing are ignored
+    assert rag.answer_in_top_k(hits, [["$7.50", "45 days"], ["lc-4012"]], k=2) == [True, False]
+    assert rag.answer_in_top_k(hits, [["$7.50", "45 days"], ["lc-4012"]], k=3) == [True, True]
+    assert rag.answer_in_top_k(hits, [["$7.50", "45 days"], ["lc-4012"]], k=1) == [False, False]
+    assert rag.answer_in_top_k(hits[:1], [["$7.50"]], k=10) == [True]  # k beyond the hits reads them all
+    with pytest.raises(ValueError):
+        rag.answer_in_top_k(hits, [["$7.50"]], k=3)
+    with pytest.raises(ValueError):
+        rag.answer_in_top_k(hits, [["$7.50"], []], k=3)
 
 
 def test_keyword_accuracy_and_citations():

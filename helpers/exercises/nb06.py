@@ -8,7 +8,7 @@ from ._common import close, need_answer, verdict
 
 def check_06_1(answer, breakdown: dict[str, int], teacher_layers: int, student_layers: int) -> bool:
     """Parameter ratio of a student that keeps the full vocabulary and drops layers."""
-    if need_answer(answer, "Write the ratio as a fraction, e.g. check_06_1(0.5, breakdown, 6, 3)."):
+    if need_answer(answer, "Write the ratio as a fraction, e.g. check_06_1(0.5, teacher_breakdown, 6, 2)."):
         return False
     teacher_total = sum(breakdown.values())
     student_total = (breakdown["word embeddings"] + breakdown["position/type embeddings"]
@@ -16,7 +16,8 @@ def check_06_1(answer, breakdown: dict[str, int], teacher_layers: int, student_l
     expected = student_total / teacher_total
     return verdict(close(answer, expected, 0.01),
                    f"{student_total / 1e6:.1f} M / {teacher_total / 1e6:.1f} M = {expected:.2f}: the embedding "
-                   "matrix does not shrink when layers go, so halving the depth removes far less than half.",
+                   f"matrix does not shrink when layers go, so dropping {1 - student_layers / teacher_layers:.0%} "
+                   "of the layers removes far less of the parameters.",
                    "Keep every embedding, the pooler and the head; keep student_layers / teacher_layers of the "
                    "encoder parameters; divide by the teacher's total.")
 

@@ -6,15 +6,15 @@ from ._common import close, need_answer, not_a_number, verdict
 
 
 def check_10_1(answer, outcomes) -> bool:
-    """Which configurations are on the Pareto front (ms per request vs accuracy)? A set of names."""
+    """Which configurations are on the Pareto front (p95 latency per request vs accuracy)? A set of names."""
     from ..assistant import pareto_front
 
     if need_answer(answer, "Give a set of configuration names, e.g. {'baseline', 'rag'}."):
         return False
-    front = {outcomes[i].name for i in pareto_front([(o.ms_per_request, o.accuracy) for o in outcomes])}
+    front = {outcomes[i].name for i in pareto_front([(o.latency_p95_ms, o.accuracy) for o in outcomes])}
     return verdict(set(answer) == front,
                    f"The front is {sorted(front)}: no other configuration is both faster and more accurate.",
-                   "A configuration is on the front when no other one has lower ms per request AND higher "
+                   "A configuration is on the front when no other one has lower p95 latency AND higher "
                    "(or equal) accuracy. Compare each pair in the table.")
 
 
