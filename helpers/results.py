@@ -267,7 +267,9 @@ def judge(goal: dict, run: dict) -> dict:
         from .metrics import samples_to_decide
 
         needed_n = samples_to_decide(value, (low, high), bound, entry["n"])
-        if needed_n:
+        if needed_n is None or needed_n > 100 * entry["n"]:
+            note = f"the value sits on the bound: no practical sample size (now {entry['n']:,}) would decide it"
+        else:
             note = f"about {needed_n:,} samples (now {entry['n']:,}) would decide it"
     return {"status": status, "note": note}
 

@@ -130,3 +130,5 @@ def test_every_notebook_has_the_badge_and_setup_cell():
         cells = nbformat.read(path, as_version=4).cells
         assert "[![Open In Colab]" in cells[0].source and f"/notebooks/{path.name})" in cells[0].source, path.name
         assert colab.SETUP_TAG in cells[1].metadata.get("tags", []), path.name
+        # the committed cell is the one colab.py writes today (installs this notebook's extras, stops on a failed clone)
+        assert cells[1].source == colab.setup_cell_source(path.name), f"{path.name}: run python -m helpers.colab"

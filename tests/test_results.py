@@ -111,8 +111,10 @@ def test_judge_upper_bounds_and_undecided_says_how_many_samples_would_decide():
     goal = {"key": "ratio", "op": "<=", "bound": 1.02}
     assert results.judge(goal, _run({"ratio": (1.00, (0.99, 1.01), 40)}))["status"] == "met"
     assert results.judge(goal, _run({"ratio": (1.10, (1.05, 1.15), 40)}))["status"] == "not met"
-    verdict = results.judge(goal, _run({"ratio": (1.019, (1.00, 1.04), 45)}))
-    assert verdict["status"] == "undecided" and "samples" in verdict["note"]
+    verdict = results.judge(goal, _run({"ratio": (1.03, (1.00, 1.06), 45)}))
+    assert verdict["status"] == "undecided" and "about 405 samples (now 45)" in verdict["note"]
+    on_the_bound = results.judge(goal, _run({"ratio": (1.0201, (1.011, 1.029), 46)}))
+    assert on_the_bound["status"] == "undecided" and "sits on the bound" in on_the_bound["note"]
 
 
 def test_judge_nan_is_not_met_and_missing_is_not_measured():
