@@ -45,9 +45,9 @@ def encode_prompts(tokenizer, prompts: Sequence[str], chat: bool = True):
     return tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=not chat)
 
 
-def generate_greedy(model, tokenizer, prompts: Sequence[str], max_new_tokens: int, use_cache: bool = True,
-                    exact_length: bool = False, chat: bool = True) -> list[str]:
-    """Greedy generation for one batch of prompts; returns the decoded new text per prompt.
+def greedy_new_ids(model, tokenizer, prompts: Sequence[str], max_new_tokens: int, use_cache: bool = True,
+                   exact_length: bool = False, chat: bool = True):
+    """Greedy generation for one batch of prompts; returns the new token ids (batch x new tokens).
 
     With ``chat=True`` each prompt is a user message wrapped in the chat template; with
     ``chat=False`` prompts are used as they are (already rendered). ``exact_length`` forces
@@ -62,7 +62,13 @@ def generate_greedy(model, tokenizer, prompts: Sequence[str], max_new_tokens: in
         options["min_new_tokens"] = max_new_tokens
     with torch.no_grad():
         output = model.generate(**inputs, **options)
-    new_tokens = output[:, inputs["input_ids"].shape[1]:]
+    return output[:, inputs["input_ids"].shape[1]:]
+
+
+def generate_greedy(model, tokenizer, prompts: Sequence[str], max_new_tokens: int, use_cache: bool = True,
+                    exact_length: bool = False, chat: bool = True) -> list[str]:
+    """Greedy generation for one batch of prompts (:func:`greedy_new_ids`); returns the decoded new text."""
+    new_tokens = greedy_new_ids(model, tokenizer, prompts, max_new_tokens, use_cache, exact_length, chat)
     return tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
 
 

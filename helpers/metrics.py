@@ -175,13 +175,15 @@ def accuracy_ratio(correct_a: Sequence, correct_b: Sequence, **options) -> dict:
 def samples_to_decide(value: float, interval: Sequence[float], bound: float, n: int) -> int | None:
     """Rough sample size at which an interval around ``value`` would clear ``bound``.
 
-    Interval half-widths shrink like 1/sqrt(n); returns None when the value sits on the bound.
+    Interval widths shrink like 1/sqrt(n): the side of the interval that faces the bound
+    must shrink to the gap between value and bound. Always more than ``n`` (an interval
+    that straddles the bound needs more data); None when the value sits on the bound.
     """
     gap = abs(value - bound)
-    half_width = (interval[1] - interval[0]) / 2
-    if gap == 0 or not math.isfinite(gap) or not math.isfinite(half_width) or n < 1:
+    facing = (interval[1] - value) if bound > value else (value - interval[0])
+    if gap == 0 or not math.isfinite(gap) or not math.isfinite(facing) or n < 1:
         return None
-    return math.ceil(n * (half_width / gap) ** 2)
+    return max(n + 1, math.ceil(n * (facing / gap) ** 2))
 
 
 def accuracy(predictions: Sequence, references: Sequence) -> float:

@@ -26,12 +26,13 @@ import asyncio
 import atexit
 import json
 import os
-import re
 import socket
 import threading
 import time
 from dataclasses import asdict, dataclass, field, fields
 from typing import Callable
+
+from .ray_processes import stop_own_ray_processes, wait_for_no_ray_processes
 
 # Names shared with deploy/ (tests/test_deploy.py checks that the manifests agree).
 APP_NAME = "workbook-llm"
@@ -347,16 +348,11 @@ class LLMGenerator:
     def __call__(self, prompt: str, max_new_tokens: int) -> tuple[str, int]:
         import torch
 
-        from .generation import encode_prompts
+        from .generation import greedy_new_ids
 
         torch.set_num_threads(self.threads)  # per thread: keep the pool size in the worker thread too
-        inputs = encode_prompts(self.tokenizer, [prompt]).to(next(self.model.parameters()).device)
-        options = dict(max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=self.tokenizer.pad_token_id)
-        if self.exact_length:
-            options["min_new_tokens"] = max_new_tokens
-        with torch.no_grad():
-            output = self.model.generate(**inputs, **options)
-        new_ids = output[0, inputs["input_ids"].shape[1]:]
+        new_ids = greedy_new_ids(self.model, self.tokenizer, [prompt], max_new_tokens,
+                                 exact_length=self.exact_length)[0]
         return self.tokenizer.decode(new_ids, skip_special_tokens=True), int(new_ids.numel())
 
 
@@ -528,25 +524,7 @@ def _init_ray(num_cpus: int, logging_level: int, quiet: bool, attempts: int = 3)
                 raise
             print(f"Ray start-up timed out on a busy machine (attempt {attempt} of {attempts}); trying again.")
             ray.shutdown()
-            _stop_own_ray_processes()
-
-
-def _stop_own_ray_processes(timeout_s: float = 10.0) -> None:
-    """Terminate (then kill) the Ray processes this process started, by pid."""
-    import psutil
-
-    own = ray_processes()
-    for proc in own:
-        try:
-            proc.terminate()
-        except psutil.NoSuchProcess:
-            pass
-    _, alive = psutil.wait_procs(own, timeout=timeout_s)
-    for proc in alive:
-        try:
-            proc.kill()
-        except psutil.NoSuchProcess:
-            pass
+            stop_own_ray_processes()
 
 
 def deploy(config: ServingConfig):
@@ -587,35 +565,7 @@ def stop_serve(timeout_s: float = 30.0, quiet: bool = True) -> None:
     finally:
         _local["started"] = False
         if wait_for_no_ray_processes(timeout_s):
-            _stop_own_ray_processes()  # a straggler that ignored Ray's own shutdown
-
-
-_RAY_PROCESS = re.compile(r"ray::|[/\\]ray[/\\]|raylet|gcs_server")
-
-
-def ray_processes() -> list:
-    """This process's descendants that belong to Ray (raylet, GCS, workers, ...)."""
-    import psutil
-
-    found = []
-    for child in psutil.Process().children(recursive=True):
-        try:
-            text = " ".join(child.cmdline()) + " " + child.name()
-        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-            continue
-        if _RAY_PROCESS.search(text):
-            found.append(child)
-    return found
-
-
-def wait_for_no_ray_processes(timeout_s: float = 30.0) -> int:
-    """Wait until no Ray process started from here is alive; return how many are still left."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        left = [proc for proc in ray_processes() if proc.is_running() and proc.status() != "zombie"]
-        if not left or time.monotonic() > deadline:
-            return len(left)
-        time.sleep(0.2)
+            stop_own_ray_processes()  # a straggler that ignored Ray's own shutdown
 
 
 # --- watching replicas -------------------------------------------------------------------------

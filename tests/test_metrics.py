@@ -179,6 +179,9 @@ def test_measure_alternating_interleaves_variants():
 
 def test_samples_to_decide_scales_with_the_square_of_the_gap():
     assert metrics.samples_to_decide(0.20, (0.05, 0.35), 0.15, 24) == 24 * 9
+    # the side facing the bound counts (bootstrap intervals are not symmetric), and it is always more than n
+    assert metrics.samples_to_decide(0.133, (0.0, 0.30), 0.30, 30) == 31
+    assert metrics.samples_to_decide(0.10, (0.0, 0.40), 0.30, 30) == math.ceil(30 * (0.30 / 0.20) ** 2)
     assert metrics.samples_to_decide(0.15, (0.05, 0.25), 0.15, 24) is None
 
 

@@ -3,7 +3,7 @@ import time
 
 import pytest
 
-from helpers import serving
+from helpers import ray_processes, serving
 from helpers.serving import RequestError, ServingConfig
 
 
@@ -229,7 +229,7 @@ def test_real_serve_app_answers_refuses_and_shuts_down():
         assert httpx.get(url + serving.HEALTH_PATH, timeout=30).status_code == 200
         assert httpx.get(url + "/", timeout=30).status_code == 405
         assert serving.running_replicas() == 1
-        names = " ".join(" ".join(proc.cmdline()) for proc in serving.ray_processes())
+        names = " ".join(" ".join(proc.cmdline()) for proc in ray_processes.ray_processes())
         assert "raylet" in names and "gcs_server" in names  # so "none left" below means something
         # Replacing the app must not wait forever for the CPU the old replica holds.
         serving.deploy(ServingConfig(backend="echo", num_replicas=1, default_max_new_tokens=1))
@@ -237,7 +237,7 @@ def test_real_serve_app_answers_refuses_and_shuts_down():
         assert again.status_code == 200 and again.json()["text"] == "alpha"
     finally:
         serving.stop_serve()
-    assert serving.ray_processes() == []
+    assert ray_processes.ray_processes() == []
     assert serving.port_is_free(port)
     assert time.perf_counter() - start < 120  # ~30 s on an idle 2-core machine
     serving.stop_serve()  # a second call is harmless
