@@ -274,6 +274,12 @@ def judge(goal: dict, run: dict) -> dict:
     return {"status": status, "note": note}
 
 
+def worst_verdict(verdicts: list[dict]) -> dict:
+    """The verdict that counts when a key has several goals: not measured, then not met, undecided, met."""
+    severity = ("not measured", "not met", "undecided", "met")
+    return min(verdicts, key=lambda verdict: severity.index(verdict["status"]))
+
+
 def goal_status(key: str, stem: str | None = None) -> str:
     """The status of the goal(s) on ``key`` in this notebook's current run, with its note, for prose.
 
@@ -284,8 +290,8 @@ def goal_status(key: str, stem: str | None = None) -> str:
     goals = [goal for goal in load_anchors().get("goals", []) if goal["notebook"] == stem and goal["key"] == key]
     if not goals:
         raise ResultsError(f"{stem} has no goal on {key!r}; the goals are in data/anchors.json.")
-    order = {"not measured": 0, "not met": 1, "undecided": 2, "met": 3}
-    verdict = min((judge(goal, load_run(stem)) for goal in goals), key=lambda v: order[v["status"]])
+    run = load_run(stem)
+    verdict = worst_verdict([judge(goal, run) for goal in goals])
     return verdict["status"] + (f" ({verdict['note']})" if verdict["note"] and verdict["status"] != "met" else "")
 
 
@@ -364,9 +370,8 @@ def scorecard_rows(results_dir: Path | None = None, anchors: dict | None = None)
             if not key_goals:
                 status, note = "—", ""
             else:
-                order = {"not measured": 0, "not met": 1, "undecided": 2, "met": 3}
-                worst = min(verdicts, key=lambda verdict: order[verdict["status"]])
-                status, note = worst["status"], "; ".join(v["note"] for v in verdicts if v["note"])
+                status = worst_verdict(verdicts)["status"]
+                note = "; ".join(v["note"] for v in verdicts if v["note"])
             companions = [companion for goal in key_goals for companion in goal.get("companions", [])]
             rows.append({
                 "notebook": stem, "key": key, "value": entry.get("value"), "unit": entry.get("unit"),
