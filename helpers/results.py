@@ -327,9 +327,8 @@ def format_interval(entry: dict) -> str:
     interval = entry.get("interval")
     if not interval:
         return ""
-    low, high = (format_value(_number(edge) if _number(edge) is not None else edge, None) for edge in interval)
-    if entry.get("unit") == "bytes":
-        low, high = (format_value(_number(edge), "bytes") for edge in interval)
+    unit = "bytes" if entry.get("unit") == "bytes" else None  # other units are named once, beside the value
+    low, high = (format_value(_number(edge) if _number(edge) is not None else edge, unit) for edge in interval)
     kind = entry.get("interval_kind")
     return f"[{low}, {high}]" + (f" ({kind})" if kind else "")
 
