@@ -1,4 +1,4 @@
-"""The Lumen Cloud support assistant of notebook 10: the earlier techniques stacked.
+"""The Lumen Cloud support assistant of notebook 12: the earlier techniques stacked.
 
 The assistant serves two kinds of request: **questions** about Lumen Cloud (answered by the
 LLM, closed-book or with retrieval) and **tickets** to triage into one of the 12 labels (by
@@ -317,7 +317,7 @@ def evaluate(assistant: Assistant, configuration: Configuration, tickets: Sequen
     if configuration.semantic_cache and cache_threshold is None:
         raise ValueError(f"Configuration {configuration.name!r} uses a semantic cache but no cache_threshold was "
                          "given: pass the threshold chosen on calibration pairs, e.g. "
-                         "results.read_value('08_caching_and_batching', 'semantic_cache_threshold').")
+                         "results.read_value('08_caching', 'semantic_cache_threshold').")
     stream = list(stream or questions)
     assistant.bytes_for(configuration)  # loads every component outside the timed region
     if configuration.qa_method == "rag":

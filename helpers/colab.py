@@ -26,8 +26,8 @@ _BADGE = re.compile(r"\[!\[Open In Colab\]\([^)]*\)\]\([^)]*\)\n*")
 _REPOSITORY_NAME = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
 COLAB_DIR = "/content/workbook"
 # Extras of pyproject.toml a notebook needs on Colab, by its two-digit prefix (default: none).
-# Only 09 starts Ray Serve and reads manifests; notebook 10 imports nothing from the serve extra.
-NOTEBOOK_EXTRAS = {"09": ("serve",)}
+# Only 11 starts Ray Serve and reads manifests; notebook 12 imports nothing from the serve extra.
+NOTEBOOK_EXTRAS = {"11": ("serve",)}
 
 
 def _check_repository(repository: str) -> str:
@@ -44,7 +44,7 @@ def badge_markdown(notebook_name: str, repository: str = REPOSITORY, branch: str
 
 
 def extras_for(notebook_name: str) -> tuple[str, ...]:
-    """The pyproject extras ``notebook_name`` (e.g. ``09_serving_and_load_balancing.ipynb``) needs on Colab."""
+    """The pyproject extras ``notebook_name`` (e.g. ``11_serving_and_load_balancing.ipynb``) needs on Colab."""
     return NOTEBOOK_EXTRAS.get(Path(notebook_name).name[:2], ())
 
 

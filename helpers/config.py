@@ -41,15 +41,15 @@ class Profile:
     batch_sizes: tuple  # batch sizes in the static-batching sweep
     load_requests: int  # requests per load-test step in the serving notebook
     load_time_limit_s: float  # wall-clock limit per load-test step
-    assistant_questions: int  # distinct questions per configuration in notebook 10
-    assistant_tickets: int  # tickets per configuration in notebook 10
+    assistant_questions: int  # distinct questions per configuration in notebook 12
+    assistant_tickets: int  # tickets per configuration in notebook 12
     sweep_sparsities: tuple  # sparsities of notebook 04's perplexity-vs-sparsity sweep (one pass per point and method)
     kv_cache_prompts: int  # prompts in notebook 08's KV-cache on/off comparison
     kv_cache_new_tokens: int  # tokens generated there (the speed-up grows with them)
     kv_cache_repeats: int  # timed repetitions of that comparison
     prefix_requests: int  # requests in notebook 08's prefix-cache comparison
     dynamic_requests: int  # requests in notebook 08's simulated arrival stream
-    serve_max_new_tokens: int  # tokens per request when a client of notebook 09's server does not say
+    serve_max_new_tokens: int  # tokens per request when a client of notebook 11's server does not say
     serve_request_timeout_s: float  # end-to-end HTTP timeout of the Serve proxy
     continuous_batch_size: int = 8  # batch slots of the static / dynamic / continuous batching comparison
     continuous_requests: int = 16  # requests in that comparison's arrival stream

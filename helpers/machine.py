@@ -71,7 +71,7 @@ def memory_bandwidth_gb_s(megabytes: int = 256, repeats: int = 5) -> float:
 
 REQUIRED_PACKAGES = ("torch", "transformers", "gguf", "bitsandbytes", "peft", "accelerate", "faiss-cpu",
                      "sentence-transformers", "datasets", "scikit-learn", "matplotlib", "tqdm")
-OPTIONAL_PACKAGES = {"ray": "notebook 09 (pip install -e '.[serve]')",
+OPTIONAL_PACKAGES = {"ray": "notebook 11 (pip install -e '.[serve]')",
                      "nbval": "make test (pip install -e '.[dev]'; make setup installs it)",
                      "llama-cpp-python": "the GGUF row of notebook 05"}
 

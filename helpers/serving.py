@@ -1,6 +1,6 @@
 """Serve the workbook's LLM over HTTP with Ray Serve: replicas, threads, backpressure, autoscaling.
 
-The same application runs in notebook 09 (on 127.0.0.1, inside one local Ray
+The same application runs in notebook 11 (on 127.0.0.1, inside one local Ray
 instance) and in a cluster (``deploy/``: ``serve run deploy/serve_config.yaml``
 in a container, a Kubernetes Deployment, or a KubeRay RayService).
 

@@ -69,14 +69,14 @@ def _on_colab(monkeypatch, tmp_path, name):
 def test_setup_cell_does_nothing_outside_colab(monkeypatch, tmp_path):
     calls = []
     monkeypatch.chdir(tmp_path)
-    _run_cell(colab.setup_cell_source("09_serving_and_load_balancing.ipynb", "someone/workbook"), calls)
+    _run_cell(colab.setup_cell_source("11_serving_and_load_balancing.ipynb", "someone/workbook"), calls)
     assert calls == [] and os.getcwd() == str(tmp_path)
 
 
 def test_extras_follow_the_notebook():
-    assert colab.extras_for("09_serving_and_load_balancing.ipynb") == ("serve",)
+    assert colab.extras_for("11_serving_and_load_balancing.ipynb") == ("serve",)
     assert colab.extras_for("notebooks/01_prompt_engineering.ipynb") == ()
-    assert '-e "/content/workbook[serve]"' in colab.setup_cell_source("09_serving_and_load_balancing.ipynb")
+    assert '-e "/content/workbook[serve]"' in colab.setup_cell_source("11_serving_and_load_balancing.ipynb")
     first = colab.setup_cell_source("01_prompt_engineering.ipynb")
     assert '-e "/content/workbook"' in first and "[" not in first.split("%pip", 1)[1].split("\n", 1)[0]
 
@@ -86,7 +86,7 @@ def test_setup_cell_on_colab_installs_the_extras_and_no_authoring_tools(monkeypa
         (tmp_path / "workbook" / "helpers").mkdir(parents=True)
         (tmp_path / "workbook" / "notebooks").mkdir()
 
-    for name, expected in [("09_serving_and_load_balancing.ipynb", '"%s[serve]"'),
+    for name, expected in [("11_serving_and_load_balancing.ipynb", '"%s[serve]"'),
                            ("01_prompt_engineering.ipynb", '"%s"')]:
         calls = []
         monkeypatch.chdir(tmp_path)

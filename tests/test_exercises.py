@@ -24,18 +24,18 @@ def _outcomes():
             Outcome("slow_bad", 0.1, 0.1, 10, 9.0, 100, latencies_s=[0.05] * 10)]
 
 
-def test_check_10_1():
-    assert exercises.check_10_1({"baseline", "prompting", "rag", "slow_bad"}, _outcomes())
-    assert not exercises.check_10_1({"baseline", "prompting", "rag"}, _outcomes())  # the front by total time
-    assert not exercises.check_10_1({"rag"}, _outcomes())
+def test_check_12_1():
+    assert exercises.check_12_1({"baseline", "prompting", "rag", "slow_bad"}, _outcomes())
+    assert not exercises.check_12_1({"baseline", "prompting", "rag"}, _outcomes())  # the front by total time
+    assert not exercises.check_12_1({"rag"}, _outcomes())
 
 
-def test_check_10_2():
-    assert exercises.check_10_2(50.0, _outcomes())
-    assert not exercises.check_10_2(10.0, _outcomes())
-    assert not exercises.check_10_2(None, _outcomes())
+def test_check_12_2():
+    assert exercises.check_12_2(50.0, _outcomes())
+    assert not exercises.check_12_2(10.0, _outcomes())
+    assert not exercises.check_12_2(None, _outcomes())
 
 
-def test_check_10_2_says_a_string_is_not_a_number(capsys):
-    assert exercises.check_10_2("50", _outcomes()) is False
+def test_check_12_2_says_a_string_is_not_a_number(capsys):
+    assert exercises.check_12_2("50", _outcomes()) is False
     assert "Give a number, not str '50'" in capsys.readouterr().out

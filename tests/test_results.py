@@ -184,14 +184,14 @@ def test_format_value(value, unit, shown):
 
 
 def test_read_value_checks_the_profile(results_dir, monkeypatch):
-    results.set_notebook("08_caching_and_batching")
+    results.set_notebook("08_caching")
     results.record("semantic_cache_threshold", 0.93)
-    assert results.read_value("08_caching_and_batching", "semantic_cache_threshold") == 0.93
+    assert results.read_value("08_caching", "semantic_cache_threshold") == 0.93
     with pytest.raises(results.ResultsError, match="run notebooks/00_setup"):
         results.read_value("00_setup_and_baseline", "memory_bandwidth_gb_s")
     monkeypatch.setenv("WORKBOOK_PROFILE", "full")
     with pytest.raises(results.ResultsError, match="'quick' profile"):
-        results.read_value("08_caching_and_batching", "semantic_cache_threshold")
+        results.read_value("08_caching", "semantic_cache_threshold")
 
 
 def test_update_readme_rewrites_only_the_marked_table(results_dir, tmp_path):

@@ -249,17 +249,17 @@ def test_json_bodies_round_trip():
     assert json.loads(json.dumps(serving.error_response(422, "x"))) == {"error": "x", "status": 422}
 
 
-# --- exercise checks of notebook 09 ---------------------------------------------------------------
+# --- exercise checks of notebook 11 ---------------------------------------------------------------
 
 def test_exercise_checks(capsys):
-    from helpers.exercises import check_09_1, check_09_2, check_09_3
+    from helpers.exercises import check_11_1, check_11_2, check_11_3
 
-    assert check_09_1(2 / 0.8, replicas=2, seconds_per_request=0.8) is True
-    assert check_09_1(1 / 0.8, replicas=2, seconds_per_request=0.8) is False
-    assert check_09_1(None, replicas=2, seconds_per_request=0.8) is False
-    assert check_09_2(5, replicas=2, max_ongoing_requests=1, max_queued_requests=3) is True
-    assert check_09_2(3, replicas=2, max_ongoing_requests=1, max_queued_requests=3) is False
-    assert check_09_2(5.0, replicas=2, max_ongoing_requests=1, max_queued_requests=3) is False
-    assert check_09_3(3, current_pods=2, current_cpu_percent=95, target_cpu_percent=70) is True
-    assert check_09_3(2, current_pods=2, current_cpu_percent=95, target_cpu_percent=70) is False
+    assert check_11_1(2 / 0.8, replicas=2, seconds_per_request=0.8) is True
+    assert check_11_1(1 / 0.8, replicas=2, seconds_per_request=0.8) is False
+    assert check_11_1(None, replicas=2, seconds_per_request=0.8) is False
+    assert check_11_2(5, replicas=2, max_ongoing_requests=1, max_queued_requests=3) is True
+    assert check_11_2(3, replicas=2, max_ongoing_requests=1, max_queued_requests=3) is False
+    assert check_11_2(5.0, replicas=2, max_ongoing_requests=1, max_queued_requests=3) is False
+    assert check_11_3(3, current_pods=2, current_cpu_percent=95, target_cpu_percent=70) is True
+    assert check_11_3(2, current_pods=2, current_cpu_percent=95, target_cpu_percent=70) is False
     assert "Not yet" in capsys.readouterr().out

@@ -1,4 +1,4 @@
-"""Exercise checks for notebook 09 (serving and load balancing)."""
+"""Exercise checks for notebook 11 (serving and load balancing)."""
 from __future__ import annotations
 
 import math
@@ -6,9 +6,9 @@ import math
 from ._common import close, need_answer, verdict
 
 
-def check_09_1(answer, replicas: int, seconds_per_request: float) -> bool:
+def check_11_1(answer, replicas: int, seconds_per_request: float) -> bool:
     """Most requests per second that ``replicas`` replicas can answer, one request at a time each."""
-    if need_answer(answer, "Write your answer in requests per second, e.g. check_09_1(3.5, replicas, service_s)."):
+    if need_answer(answer, "Write your answer in requests per second, e.g. check_11_1(3.5, replicas, service_s)."):
         return False
     expected = replicas / seconds_per_request
     return verdict(close(answer, expected, 0.02),
@@ -18,7 +18,7 @@ def check_09_1(answer, replicas: int, seconds_per_request: float) -> bool:
                    "second; replicas work side by side, so multiply by their number.")
 
 
-def check_09_2(answer, replicas: int, max_ongoing_requests: int, max_queued_requests: int) -> bool:
+def check_11_2(answer, replicas: int, max_ongoing_requests: int, max_queued_requests: int) -> bool:
     """How many requests one proxy admits at once (in progress + waiting) before it sheds with 503."""
     if need_answer(answer, "Write your answer as a whole number of requests."):
         return False
@@ -30,7 +30,7 @@ def check_09_2(answer, replicas: int, max_ongoing_requests: int, max_queued_requ
                    "to wait in the proxy's queue (max_queued_requests).")
 
 
-def check_09_3(answer, current_pods: int, current_cpu_percent: float, target_cpu_percent: float) -> bool:
+def check_11_3(answer, current_pods: int, current_cpu_percent: float, target_cpu_percent: float) -> bool:
     """Pods the Kubernetes HorizontalPodAutoscaler asks for: ceil(pods x current / target)."""
     if need_answer(answer, "Write your answer as a whole number of pods."):
         return False

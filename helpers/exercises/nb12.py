@@ -1,11 +1,11 @@
-"""Exercise checks for notebook 10."""
+"""Exercise checks for notebook 12."""
 
 from __future__ import annotations
 
 from ._common import close, need_answer, not_a_number, verdict
 
 
-def check_10_1(answer, outcomes) -> bool:
+def check_12_1(answer, outcomes) -> bool:
     """Which configurations are on the Pareto front (p95 latency per request vs accuracy)? A set of names."""
     from ..assistant import pareto_front
 
@@ -18,7 +18,7 @@ def check_10_1(answer, outcomes) -> bool:
                    "(or equal) accuracy. Compare each pair in the table.")
 
 
-def check_10_2(answer, outcomes) -> bool:
+def check_12_2(answer, outcomes) -> bool:
     """By how many accuracy points (0..100) did adding retrieval change question-answering accuracy?"""
     hint = "Give the change in points, e.g. 25.0 (negative if it fell)."
     if need_answer(answer, hint) or not_a_number(answer, hint):
