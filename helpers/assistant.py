@@ -22,6 +22,7 @@ FEW_SHOT_EXAMPLES = 4  # as in notebook 01: four similar training tickets per pr
 ANSWER_MAX_NEW_TOKENS = 32  # key facts come in the first sentence; longer answers only cost time
 QA_METHODS = ("closed_book", "rag")
 WEIGHTS = ("fp32", "nf4")
+SCHEDULERS = ("static", "continuous")
 
 
 @dataclass(frozen=True)
@@ -34,13 +35,15 @@ class Configuration:
     weights: str = "fp32"
     semantic_cache: bool = False
     batch_size: int = 1
+    scheduler: str = "static"  # how questions share batch slots: whole batches, or per decoding step (notebook 09)
     description: str = ""
 
     def __post_init__(self):
         if not self.name.isidentifier():
             raise ValueError(f"Configuration name {self.name!r} must be an identifier (it becomes a result key).")
         for value, allowed, what in ((self.ticket_method, TICKET_METHODS, "ticket_method"),
-                                     (self.qa_method, QA_METHODS, "qa_method"), (self.weights, WEIGHTS, "weights")):
+                                     (self.qa_method, QA_METHODS, "qa_method"), (self.weights, WEIGHTS, "weights"),
+                                     (self.scheduler, SCHEDULERS, "scheduler")):
             if value not in allowed:
                 raise ValueError(f"{what} must be one of {', '.join(allowed)}, got {value!r}.")
         if self.batch_size < 1:
@@ -77,11 +80,6 @@ class Outcome:
         if self.ticket_correct and self.qa_correct:
             return sum(self.correct) / len(self.correct)
         return (self.ticket_accuracy + self.qa_accuracy) / 2
-
-    @property
-    def ms_per_request(self) -> float:
-        """Total time divided by requests: the inverse of throughput, *not* a per-request latency."""
-        return 1000 * self.seconds / self.requests
 
     @property
     def throughput_rps(self) -> float:
@@ -145,12 +143,12 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
 
 
 def best_configuration(outcomes: Sequence[Outcome]) -> str:
-    """The most accurate configuration; among those within one point of it, the fastest."""
+    """The most accurate configuration; among those within one point of it, the one with the highest throughput."""
     if not outcomes:
         raise ValueError("No outcomes to compare.")
     top = max(outcome.accuracy for outcome in outcomes)
     contenders = [outcome for outcome in outcomes if outcome.accuracy >= top - 0.01]
-    return min(contenders, key=lambda outcome: outcome.ms_per_request).name
+    return max(contenders, key=lambda outcome: outcome.throughput_rps).name
 
 
 class Assistant:
@@ -258,59 +256,133 @@ class Assistant:
     def answer(self, configuration: Configuration, questions: Sequence[str],
                max_new_tokens: int = ANSWER_MAX_NEW_TOKENS) -> list[str]:
         """Answers to ``questions``, closed-book or grounded in retrieved KB chunks."""
-        from . import rag
         from .generation import generate
 
         model, tokenizer = self.llm(configuration.weights)
-        if configuration.qa_method == "rag":
-            hits = self.retriever().search_documents_many(list(questions), k=3)
-            prompts = [rag.grounded_messages(question, found) for question, found in zip(questions, hits)]
-        else:
-            prompts = [rag.closed_book_messages(question) for question in questions]
+        prompts = self.question_prompts(configuration, questions)
         return generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=configuration.batch_size,
                         progress=False, strip=True)
 
-    def answer_with_cache(self, configuration: Configuration, questions: Sequence[str], threshold: float,
-                          max_new_tokens: int = ANSWER_MAX_NEW_TOKENS,
-                          latencies: list | None = None) -> tuple[list[str], int]:
-        """Answer a stream through a semantic cache: look up each batch, generate only the misses.
+    def question_prompts(self, configuration: Configuration, questions: Sequence[str]) -> list:
+        """The chat prompts for ``questions``: closed-book, or grounded in the top-3 retrieved KB chunks."""
+        from . import rag
 
-        When ``latencies`` is a list, the seconds each batch took are appended once per request in it.
+        if configuration.qa_method == "rag":
+            hits = self.retriever().search_documents_many(list(questions), k=3)
+            return [rag.grounded_messages(question, found) for question, found in zip(questions, hits)]
+        return [rag.closed_book_messages(question) for question in questions]
+
+    def serve_questions(self, configuration: Configuration, questions: Sequence[str], cache=None,
+                        max_new_tokens: int = ANSWER_MAX_NEW_TOKENS) -> tuple[list[str], list[float], int]:
+        """Serve a question stream in arrival order; returns the answers, each request's latency and the cache hits.
+
+        Every request is looked up in ``cache`` (a :class:`helpers.caching.SemanticCache`, or
+        ``None``) when its turn comes, and every generated answer is stored as soon as it is
+        finished, so a repeat hits only if its original has already been answered.
+
+        - ``scheduler="static"``: misses are collected into batches of ``batch_size`` and each
+          batch runs to its longest answer; a request's latency is its lookup plus its batch's time.
+        - ``scheduler="continuous"``: misses take a batch slot as soon as one is free and leave
+          when their answer ends (:func:`helpers.continuous_batching.continuous_batching`); a
+          request's latency runs from taking its slot (or from its lookup, for a hit) to its answer.
         """
-        from .caching import SemanticCache
+        if configuration.scheduler == "continuous":
+            return self._serve_continuous(configuration, list(questions), cache, max_new_tokens)
+        answers: list[str | None] = [None] * len(questions)
+        latencies = [0.0] * len(questions)
+        hits, pending = 0, []
 
-        if threshold is None:
-            raise ValueError("A semantic cache needs a threshold: pass the one chosen on calibration pairs "
-                             "(notebook 08's semantic_cache_threshold).")
-        cache = SemanticCache(embedder=self.embedder(), threshold=threshold)
-        answers: list[str] = []
-        for start in range(0, len(questions), configuration.batch_size):
+        def run_batch():
             began = time.perf_counter()
-            batch = list(questions[start:start + configuration.batch_size])
-            cached = [cache.get(question) for question in batch]
-            misses = [question for question, hit in zip(batch, cached) if hit is None]
-            fresh = iter(self.answer(configuration, misses, max_new_tokens) if misses else [])
-            for question, hit in zip(batch, cached):
-                if hit is None:
-                    hit = next(fresh)
-                    cache.put(question, hit)
-                answers.append(hit)
-            if latencies is not None:
-                latencies.extend([time.perf_counter() - began] * len(batch))
-        return answers, cache.hits
+            texts = self.answer(configuration, [questions[i] for i, _ in pending], max_new_tokens)
+            seconds = time.perf_counter() - began
+            for (index, lookup_s), text in zip(pending, texts):
+                answers[index], latencies[index] = text, lookup_s + seconds
+                if cache is not None:
+                    cache.put(questions[index], text)
+            pending.clear()
+
+        for index, question in enumerate(questions):
+            began = time.perf_counter()
+            found = cache.get(question) if cache is not None else None
+            if found is not None:
+                answers[index], latencies[index], hits = found, time.perf_counter() - began, hits + 1
+                continue
+            pending.append((index, time.perf_counter() - began))
+            if len(pending) == configuration.batch_size:
+                run_batch()
+        if pending:
+            run_batch()
+        return answers, latencies, hits
+
+    def _serve_continuous(self, configuration, questions, cache, max_new_tokens):
+        from .continuous_batching import Request, continuous_batching
+        from .generation import render_chat
+
+        model, tokenizer = self.llm(configuration.weights)
+        prompts = self.question_prompts(configuration, questions)
+        requests = [Request(index, 0.0, tuple(tokenizer(render_chat(tokenizer, prompt), add_special_tokens=False)
+                                              .input_ids), max_new_tokens)
+                    for index, prompt in enumerate(prompts)]
+        answers: list[str | None] = [None] * len(questions)
+        latencies = [0.0] * len(questions)
+        admitted_at: dict[int, float] = {}
+        hits = 0
+        started = time.perf_counter()
+
+        def admit(request, now_s):  # called when the request's turn comes: a hit never takes a slot
+            nonlocal hits
+            began = time.perf_counter()
+            found = cache.get(questions[request.index]) if cache is not None else None
+            if found is not None:
+                answers[request.index], latencies[request.index], hits = found, time.perf_counter() - began, hits + 1
+                return False
+            admitted_at[request.index] = time.perf_counter() - started
+            return True
+
+        def finished(completed):
+            text = tokenizer.decode(completed.tokens, skip_special_tokens=True).strip()
+            answers[completed.index] = text
+            latencies[completed.index] = time.perf_counter() - started - admitted_at[completed.index]
+            if cache is not None:
+                cache.put(questions[completed.index], text)
+
+        continuous_batching(model, requests, configuration.batch_size, eos_token_id=tokenizer.eos_token_id,
+                            admit=admit, on_finish=finished)
+        return answers, latencies, hits
+
+
+def request_texts(stream: Sequence, paraphrases: dict | None = None) -> list[str]:
+    """What each request of ``stream`` says: a question's first ask in its own words; a repeat as
+    its paraphrase (``paraphrases`` maps a QA id to another customer's wording) or, without one,
+    retyped (:func:`vary`)."""
+    seen: set = set()
+    texts = []
+    for index, item in enumerate(stream):
+        if item.id not in seen:
+            texts.append(item.question)
+        elif paraphrases and item.id in paraphrases:
+            texts.append(paraphrases[item.id])
+        else:
+            texts.append(vary(item.question, index))
+        seen.add(item.id)
+    return texts
 
 
 def evaluate(assistant: Assistant, configuration: Configuration, tickets: Sequence, questions: Sequence,
-             stream: Sequence | None = None, cache_threshold: float | None = None) -> Outcome:
+             stream: Sequence | None = None, cache_threshold: float | None = None,
+             paraphrases: dict | None = None) -> Outcome:
     """Run ``configuration`` on the tickets and the question stream; time everything but loading.
 
-    ``questions`` are QA items (with ``question`` and ``keywords``); ``stream`` lists the items
-    in arrival order (default: each once). Components are loaded, and one ticket and one
-    question run untimed (a warm-up), before the clock starts. Requests are served in batches
-    of ``configuration.batch_size`` (tickets first, then the question stream); every request's
-    latency is the time its batch took. A configuration with a semantic cache needs
-    ``cache_threshold`` (there is no silent default).
+    ``questions`` are QA items (with ``id``, ``question`` and ``keywords``); ``stream`` lists the
+    items in arrival order (default: each once), and :func:`request_texts` words each request.
+    Components are loaded, and one ticket and one question run untimed (a warm-up), before the
+    clock starts. Tickets are served in batches of ``configuration.batch_size``; questions go
+    through :meth:`Assistant.serve_questions` (per-request cache lookup and insert, static or
+    continuous batching). A configuration with a semantic cache needs ``cache_threshold`` (there
+    is no silent default); its cache starts empty.
     """
+    from .caching import SemanticCache
     from .metrics import accuracy
     from .rag import answer_contains_keywords, keyword_accuracy
 
@@ -322,15 +394,20 @@ def evaluate(assistant: Assistant, configuration: Configuration, tickets: Sequen
     assistant.bytes_for(configuration)  # loads every component outside the timed region
     if configuration.qa_method == "rag":
         assistant.retriever()
-    texts = [vary(item.question, index) for index, item in enumerate(stream)]
+    texts = request_texts(stream, paraphrases)
     ticket_texts = [ticket.text for ticket in tickets]
     size = configuration.batch_size
-    # warm-up, untimed: first calls pay one-off costs (kernel selection, caches) that are not per-request work
+
+    def new_cache():
+        return SemanticCache(embedder=assistant.embedder(), threshold=cache_threshold) \
+            if configuration.semantic_cache else None
+
+    # warm-up, untimed: first calls pay one-off costs (kernel selection, loading the cache's verifier)
     assistant.triage(configuration, ticket_texts[:1])
-    if configuration.semantic_cache:
-        assistant.answer_with_cache(configuration, texts[:1], threshold=cache_threshold)
-    else:
-        assistant.answer(configuration, texts[:1])
+    warm_cache = new_cache()
+    assistant.serve_questions(configuration, texts[:1], warm_cache)
+    if warm_cache is not None:
+        warm_cache.get(texts[0])
     latencies: list[float] = []
     labels: list[str] = []
     start = time.perf_counter()
@@ -338,16 +415,8 @@ def evaluate(assistant: Assistant, configuration: Configuration, tickets: Sequen
         began = time.perf_counter()
         labels.extend(assistant.triage(configuration, ticket_texts[first:first + size]))
         latencies.extend([time.perf_counter() - began] * len(ticket_texts[first:first + size]))
-    cache_hits = 0
-    if configuration.semantic_cache:
-        answers, cache_hits = assistant.answer_with_cache(configuration, texts, threshold=cache_threshold,
-                                                          latencies=latencies)
-    else:
-        answers = []
-        for first in range(0, len(texts), size):
-            began = time.perf_counter()
-            answers.extend(assistant.answer(configuration, texts[first:first + size]))
-            latencies.extend([time.perf_counter() - began] * len(texts[first:first + size]))
+    answers, question_latencies, cache_hits = assistant.serve_questions(configuration, texts, new_cache())
+    latencies.extend(question_latencies)
     seconds = time.perf_counter() - start
     keyword_lists = [item.keywords for item in stream]
     return Outcome(
@@ -355,7 +424,7 @@ def evaluate(assistant: Assistant, configuration: Configuration, tickets: Sequen
         ticket_accuracy=accuracy(labels, [ticket.label for ticket in tickets]),
         qa_accuracy=keyword_accuracy(answers, keyword_lists),
         requests=len(tickets) + len(stream), seconds=seconds, bytes=assistant.bytes_for(configuration),
-        cache_hits=cache_hits, details={"answers": answers, "labels": labels},
+        cache_hits=cache_hits, details={"answers": answers, "labels": labels, "questions": texts},
         latencies_s=latencies,
         ticket_correct=[int(label == ticket.label) for label, ticket in zip(labels, tickets)],
         qa_correct=[int(answer_contains_keywords(answer, keywords))
@@ -365,7 +434,7 @@ def evaluate(assistant: Assistant, configuration: Configuration, tickets: Sequen
 
 def evaluate_all(assistant: Assistant, configurations: Sequence[Configuration], tickets: Sequence,
                  questions: Sequence, stream: Sequence | None = None,
-                 cache_threshold: float | None = None) -> list[Outcome]:
+                 cache_threshold: float | None = None, paraphrases: dict | None = None) -> list[Outcome]:
     """:func:`evaluate` for each configuration in turn, with a progress bar."""
-    return [evaluate(assistant, configuration, tickets, questions, stream, cache_threshold)
+    return [evaluate(assistant, configuration, tickets, questions, stream, cache_threshold, paraphrases)
             for configuration in tqdm(configurations, desc="configurations", disable=not assistant.progress)]

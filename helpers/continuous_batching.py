@@ -265,11 +265,16 @@ def _finished(tokens: list[int], request: Request, eos_token_id: int | None) -> 
 # --- the iteration-level scheduler ---------------------------------------------------------------
 
 def continuous_batching(model, requests: Sequence[Request], batch_size: int, eos_token_id: int | None = None,
-                        step_cost_s: float | None = None) -> ScheduleResult:
+                        step_cost_s: float | None = None, admit=None, on_finish=None) -> ScheduleResult:
     """Serve ``requests`` with iteration-level scheduling over ``batch_size`` slots (greedy decoding).
 
     Every step: the running rows decode one token; arrived requests take free slots and are
     prefilled (their first token); finished rows leave before the next step.
+
+    Two optional hooks let a server put a response cache in front: ``admit(request, now_s)`` is
+    called when a request's turn for a slot comes and returns False when it was answered
+    elsewhere (a cache hit: it never takes a slot and is left out of the result);
+    ``on_finish(completed)`` is called as soon as a request's last token is out (store it there).
     """
     clock, waiting = _Clock(model, step_cost_s), sorted(requests, key=lambda r: (r.arrival_s, r.index))
     slots: list[int | None] = [None] * batch_size  # slot -> request index
@@ -285,7 +290,11 @@ def continuous_batching(model, requests: Sequence[Request], batch_size: int, eos
                 tokens[request.index].append(token)
         joiners = []  # 2. arrived requests take free slots and are prefilled
         while waiting and waiting[0].arrival_s <= clock.now and len(rows) + len(joiners) < batch_size:
-            joiners.append(waiting.pop(0))
+            request = waiting.pop(0)
+            if admit is None or admit(request, clock.now):
+                joiners.append(request)
+        if not rows and not joiners:
+            continue  # every arrival was answered by ``admit``: no step is run
         if joiners:
             new_batch, first_tokens = clock.run(prefill, model, [r.prompt_ids for r in joiners])
             for request, token in zip(joiners, first_tokens):
@@ -299,6 +308,8 @@ def continuous_batching(model, requests: Sequence[Request], batch_size: int, eos
             slots[slots.index(request.index)] = None
             done[request.index] = Completed(request.index, request.arrival_s, first_at[request.index], clock.now,
                                             tokens[request.index], first_step[request.index], step)
+            if on_finish is not None:
+                on_finish(done[request.index])
         if leaving:
             batch = keep_rows(batch, [row for row, r in enumerate(rows) if r.index not in leaving])
             rows = [r for r in rows if r.index not in leaving]

@@ -128,15 +128,16 @@ def load_tickets(split: str, data_dir: Path | str = DATA_DIR) -> list[Ticket]:
     return tickets
 
 
-CACHE_PAIR_SPLITS = ("calibration", "test")
+CACHE_PAIR_SPLITS = ("calibration", "test", "other_topics")
 QA_SPLITS = ("validation", "test")
 
 
 def load_cache_pairs(split: str | None = None, data_dir: Path | str = DATA_DIR) -> list[dict]:
     """Labelled question pairs (paraphrase vs near miss) for tuning a semantic cache.
 
-    ``split="calibration"`` gives the pairs a threshold is chosen on, ``split="test"`` the
-    held-out pairs it is scored on once; ``None`` gives all of them.
+    ``split="calibration"`` gives the pairs a threshold is chosen on (and a verifier trained on),
+    ``split="test"`` the held-out pairs it is scored on once, ``split="other_topics"`` a second held-out
+    set in other wordings and topics (never used for training or choosing); ``None`` gives all of them.
     """
     if split is not None and split not in CACHE_PAIR_SPLITS:
         raise DataError(f"Unknown cache-pair split {split!r}; use one of {', '.join(CACHE_PAIR_SPLITS)} or None.")
@@ -154,6 +155,22 @@ def qa_split(items: list[QAItem], split: str, data_dir: Path | str = DATA_DIR) -
         raise DataError(f"Unknown QA split {split!r}; use one of {', '.join(QA_SPLITS)}.")
     ids = set(json.loads((Path(data_dir) / "qa_splits.json").read_text(encoding="utf-8"))[split])
     return [item for item in items if item.id in ids]
+
+
+def load_qa_paraphrases(data_dir: Path | str = DATA_DIR) -> dict[str, str]:
+    """Another customer's wording of each test question: ``{qa id: paraphrase}`` (same facts, same answer).
+
+    Held out from every training and calibration set; notebook 12 sends them as repeat traffic.
+    """
+    path = Path(data_dir) / "qa_paraphrases.jsonl"
+    paraphrases: dict[str, str] = {}
+    for number, row in _read_jsonl(path, numbered=True):
+        if not isinstance(row, dict) or not isinstance(row.get("id"), str) or not isinstance(row.get("paraphrase"), str):
+            raise DataError(f"{path}:{number}: expected {{\"id\": ..., \"paraphrase\": ...}} with two strings.")
+        if row["id"] in paraphrases:
+            raise DataError(f"{path}:{number}: {row['id']} is paraphrased twice; keep one line per QA id.")
+        paraphrases[row["id"]] = row["paraphrase"]
+    return paraphrases
 
 
 def stratified_sample(tickets: list[Ticket], n: int, seed: int = 0) -> list[Ticket]:
