@@ -165,8 +165,8 @@ def load_qa_paraphrases(data_dir: Path | str = DATA_DIR) -> dict[str, str]:
     path = Path(data_dir) / "qa_paraphrases.jsonl"
     paraphrases: dict[str, str] = {}
     for number, row in _read_jsonl(path, numbered=True):
-        if not isinstance(row, dict) or not isinstance(row.get("id"), str) or not isinstance(row.get("paraphrase"), str):
-            raise DataError(f"{path}:{number}: expected {{\"id\": ..., \"paraphrase\": ...}} with two strings.")
+        if not (isinstance(row, dict) and isinstance(row.get("id"), str) and isinstance(row.get("paraphrase"), str)):
+            raise DataError(f'{path}:{number}: expected {{"id": ..., "paraphrase": ...}} with two strings.')
         if row["id"] in paraphrases:
             raise DataError(f"{path}:{number}: {row['id']} is paraphrased twice; keep one line per QA id.")
         paraphrases[row["id"]] = row["paraphrase"]
