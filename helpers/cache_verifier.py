@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 NEGATIONS = frozenset({"not", "no", "never", "cannot", "cant", "can't", "unable", "without", "nothing", "none",
                        "nobody", "nowhere", "neither", "nor", "dont", "doesnt", "didnt", "isnt", "arent", "wasnt",
@@ -83,6 +84,7 @@ class Verdict:
 
     same: bool
     reasons: tuple[str, ...] = ()
+    score: float | None = None  # the trained model's probability of "same", where the model was asked
 
     def __bool__(self) -> bool:
         return self.same
@@ -200,3 +202,371 @@ def verify(question: str, candidate: str) -> Verdict:
 
 def _directional(text: str) -> bool:
     return re.search(r"\b(from|to|into|than|instead of|become|becomes|over)\b", _normalise(text)) is not None
+
+
+# --- the trained verifier: a cross-encoder fine-tuned from MiniLM -------------------------
+#
+# The rules above catch the near misses someone thought of; a cross-encoder reads both questions at once
+# (one input: "[CLS] question [SEP] candidate [SEP]") and learns "same question, same answer" from examples.
+# Its training pairs: half of the calibration pairs (the other half chooses its decision threshold) and pairs
+# generated from the QA questions in data/qa.jsonl: template rewordings (same) and one-word alterations or
+# another question of the same article (different). Test and other_topics pairs are never seen.
+
+VERIFIER_EPOCHS = 2
+VERIFIER_BATCH_SIZE = 32
+VERIFIER_LEARNING_RATE = 1e-4
+VERIFIER_MAX_TOKENS = 64
+VERIFIER_CACHE_NAME = "cache-verifier"
+MAX_TUNE_FALSE_HIT_RATE = 0.05  # the decision threshold keeps false hits on the tuning half at or below this
+_VERIFIER_FORMAT = 1  # bump when the recipe changes, so cached verifiers are retrained
+
+# Meaning-preserving rewordings: (pattern at the start of a lower-cased question, replacements).
+_STARTS = (
+    ("how do i ", ("how can i ", "what's the way to ", "is there a way to ", "what do i do to ", "how should i ")),
+    ("how can i ", ("how do i ", "what's the way to ", "is there a way to ", "how would i ")),
+    ("can i ", ("is it possible to ", "am i able to ", "is there a way to ", "could i ")),
+    ("what is ", ("what's ", "can you tell me what ", "tell me what ")),
+    ("what's ", ("what is ", "tell me what ")),
+    ("why ", ("any idea why ", "do you know why ", "can you explain why ")),
+    ("where ", ("where exactly ", "can you tell me where ")),
+)
+_WRAPPERS = ("hi, {q}", "{q} thanks!", "quick question: {q}", "hello! {q}", "{q} please help", "hey {q}",
+             "{q} I couldn't find it in the help center.", "sorry if this is obvious, {q}")
+_SAFE_SYNONYMS = (("files", "documents"), ("phone", "mobile"), ("laptop", "computer"), ("app", "application"),
+                  ("account", "Lumen account"), ("folder", "directory"), ("cost", "come to"), ("get", "receive"))
+# Near misses by swapping one word or phrase for one that changes the answer (both directions are used).
+_SWAPS = (("turn on", "turn off"), ("enable", "disable"), ("import", "export"), ("upload", "download"),
+          ("upgrade", "downgrade"), ("share", "unshare"), ("add", "remove"), ("lock", "unlock"),
+          ("install", "uninstall"), ("monthly", "annual"), ("inside", "outside"), ("before", "after"),
+          ("restore", "permanently delete"), ("increase", "decrease"), ("sign in", "sign out"), ("log in", "log out"),
+          ("view-only", "editable"), ("connect", "disconnect"), ("more", "fewer"), ("file", "folder"),
+          ("photos", "videos"), ("desktop app", "mobile app"), ("password", "email address"), ("email", "SMS"),
+          ("trash", "version history"), ("refund", "invoice"), ("SSO", "two-step verification"),
+          ("storage", "bandwidth"), ("owner", "member"), ("team", "personal account"), ("link", "folder"),
+          ("Windows", "Mac"), ("Mac", "Linux"), ("iPhone", "Android"), ("admin", "viewer"), ("editor", "viewer"),
+          ("weekdays", "weekends"), ("webhook", "access token"), ("Slack", "Zapier"), ("EU", "US"))
+_PLAN_NAMES = ("Free", "Plus", "Pro", "Business")
+
+
+def _capitalise(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+_KEYWORD_DROP = frozenset("how do does did i can could what what's is are the a an my me to of for in it "
+                          "there way should would you your".split())
+
+
+def keyword_form(question: str) -> str:
+    """The question as a search-box query: lower case, no question words or articles ("reset password")."""
+    words = re.findall(r"[\w$.'-]+", question.lower())
+    kept = [word.strip(".") for word in words if word not in _KEYWORD_DROP]
+    return " ".join(word for word in kept if word) or question.lower()
+
+
+def reworded(question: str, rng) -> str:
+    """A template rewording of ``question`` that keeps its meaning (new start, a greeting, casing, a synonym,
+    or the bare keywords of a search-box query)."""
+    text = question.strip()
+    if rng.random() < 0.25:
+        return keyword_form(text)
+    lower = text[:1].lower() + text[1:]
+    for start, replacements in _STARTS:
+        if lower.lower().startswith(start) and rng.random() < 0.8:
+            lower = rng.choice(replacements) + lower[len(start):]
+            break
+    for word, synonym in _SAFE_SYNONYMS:
+        if re.search(rf"\b{word}\b", lower) and rng.random() < 0.3:
+            lower = re.sub(rf"\b{word}\b", synonym, lower, count=1)
+    if rng.random() < 0.5:
+        lower = rng.choice(_WRAPPERS).format(q=lower)
+    if rng.random() < 0.3:
+        return lower.lower().rstrip("?")
+    return _capitalise(lower)
+
+
+def altered(question: str, rng) -> str | None:
+    """A near miss of ``question``: one plan, number, error code or word swapped for one that changes the answer."""
+    options = []
+    for plan in _PLAN_NAMES:
+        if re.search(rf"\b{plan}\b", question):
+            options += [re.sub(rf"\b{plan}\b", other, question, count=1) for other in _PLAN_NAMES if other != plan]
+    for match in re.finditer(r"(?<![\w-])(\d+)(?![\w-])", question):
+        value = int(match.group(1))
+        for other in {value * 2, value + 1, max(value // 2, 1) if value > 1 else 3}:
+            if other != value:
+                options.append(question[:match.start()] + str(other) + question[match.end():])
+    for match in re.finditer(r"\bLC-(\d)(\d)(\d)(\d)\b", question):
+        digits = match.group(1) + match.group(2) + match.group(4) + match.group(3)
+        if digits != "".join(match.groups()):
+            options.append(question[:match.start()] + f"LC-{digits}" + question[match.end():])
+    for first, second in _SWAPS:
+        for old, new in ((first, second), (second, first)):
+            if re.search(rf"\b{re.escape(old)}\b", question, flags=re.IGNORECASE):
+                options.append(re.sub(rf"\b{re.escape(old)}\b", new, question, count=1, flags=re.IGNORECASE))
+    options = [option for option in options if option.lower() != question.lower()]
+    return rng.choice(options) if options else None
+
+
+def generated_pairs(questions: list[tuple[str, str]], seed: int = 0, rewordings: int = 2) -> list[dict]:
+    """Labelled pairs generated from ``(question, article id)`` tuples (the QA questions).
+
+    For each question: ``rewordings`` template rewordings (same), one alteration that changes the answer
+    (different, where one applies) and another question of the same article (different).
+    """
+    import random
+
+    rng = random.Random(seed)
+    by_article: dict[str, list[str]] = {}
+    for question, article in questions:
+        by_article.setdefault(article, []).append(question)
+    pairs = []
+    for question, article in questions:
+        for _ in range(rewordings):
+            pairs.append({"a": question, "b": reworded(question, rng), "same": True, "kind": "rewording"})
+        for near_miss in sorted({altered(question, rng) for _ in range(2)} - {None}):
+            pairs.append({"a": question, "b": near_miss, "same": False, "kind": "alteration"})
+        neighbours = [other for other in by_article[article] if other != question]
+        if neighbours:
+            pairs.append({"a": question, "b": rng.choice(neighbours), "same": False, "kind": "same_article"})
+    return pairs
+
+
+def split_calibration(pairs: list[dict]) -> tuple[list[dict], list[dict]]:
+    """Calibration pairs in two halves, alternating within each kind in id order: (to train on, to tune on)."""
+    fit, tune = [], []
+    for kind in sorted({pair["kind"] for pair in pairs}):
+        for position, pair in enumerate(sorted((p for p in pairs if p["kind"] == kind), key=lambda p: p["id"])):
+            (fit if position % 2 == 0 else tune).append(pair)
+    return fit, tune
+
+
+def verifier_training_data(seed: int = 0) -> tuple[list[dict], list[dict]]:
+    """``(training pairs, tuning pairs)``: generated QA pairs plus half the calibration pairs; the other half."""
+    from . import data
+
+    fit, tune = split_calibration(data.load_cache_pairs("calibration"))
+    generated = generated_pairs([(item.question, item.doc_id) for item in data.load_qa()], seed=seed)
+    # the written calibration pairs are rarer and harder than the generated ones: each is shown three times
+    train = generated + 3 * [{"a": pair["a"], "b": pair["b"], "same": pair["same"], "kind": pair["kind"]}
+                             for pair in fit]
+    return train, tune
+
+
+def verifier_recipe(train_pairs: list[dict], tune_pairs: list[dict], source: str, seed: int,
+                    epochs: int = VERIFIER_EPOCHS) -> dict:
+    """Everything the trained weights depend on; its hash names the cache folder."""
+    import hashlib
+    import json
+
+    digest = hashlib.sha256(json.dumps([train_pairs, tune_pairs], sort_keys=True).encode()).hexdigest()
+    return {"format": _VERIFIER_FORMAT, "source": str(source), "seed": seed, "epochs": epochs,
+            "batch_size": VERIFIER_BATCH_SIZE, "learning_rate": VERIFIER_LEARNING_RATE,
+            "max_tokens": VERIFIER_MAX_TOKENS, "data_sha256": digest}
+
+
+def verifier_cache_key(recipe: dict) -> str:
+    """A short hash of the recipe: a different recipe or different data gives a different folder."""
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def train_pair_classifier(model, tokenizer, pairs: list[dict], epochs: int = VERIFIER_EPOCHS,
+                          batch_size: int = VERIFIER_BATCH_SIZE, learning_rate: float = VERIFIER_LEARNING_RATE,
+                          seed: int = 0, progress: bool = True) -> list[float]:
+    """Fine-tune a one-logit sequence classifier on ``(a, b, same)`` pairs; return the loss per step.
+
+    Binary cross-entropy on the logit; each pair is shown in a random order (a, b) or (b, a), so the
+    verifier does not learn which side is the cached one. The word embeddings stay frozen (fewer
+    weights to update on a CPU, and rewordings keep the meaning the pre-trained vectors give words).
+    """
+    import random
+
+    import torch
+    from tqdm.auto import tqdm
+
+    from . import config
+
+    if not pairs or epochs < 1:
+        raise ValueError("Pass at least one pair and one epoch.")
+    config.seed_everything(seed)
+    rng = random.Random(seed)
+    for parameter in model.base_model.embeddings.word_embeddings.parameters():
+        parameter.requires_grad_(False)
+    trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=learning_rate, weight_decay=0.01)
+    total = epochs * -(-len(pairs) // batch_size)
+    warmup = max(1, total // 10)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: min((step + 1) / warmup, max(0.0, (total - step) / max(total - warmup, 1))))
+    device = next(model.parameters()).device
+    losses = []
+    model.train()
+    with tqdm(total=total, desc="train verifier", disable=not progress) as bar:
+        for _ in range(epochs):
+            order = list(range(len(pairs)))
+            rng.shuffle(order)
+            for start in range(0, len(order), batch_size):
+                rows = [pairs[i] for i in order[start:start + batch_size]]
+                flipped = [rng.random() < 0.5 for _ in rows]
+                first = [row["b"] if flip else row["a"] for row, flip in zip(rows, flipped)]
+                second = [row["a"] if flip else row["b"] for row, flip in zip(rows, flipped)]
+                batch = tokenizer(first, second, padding=True, truncation=True, max_length=VERIFIER_MAX_TOKENS,
+                                  return_tensors="pt").to(device)
+                logits = model(**batch).logits.squeeze(-1)
+                labels = torch.tensor([float(row["same"]) for row in rows], device=device)
+                loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels)
+                loss.backward()
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                losses.append(loss.item())
+                bar.set_postfix(loss=f"{loss.item():.3f}")
+                bar.update()
+    model.eval()
+    return losses
+
+
+def choose_decision_threshold(scores, same, max_false_hit_rate: float = MAX_TUNE_FALSE_HIT_RATE) -> float:
+    """The lowest threshold (steps of 0.05) whose false-hit rate on ``same=False`` pairs is within the bound."""
+    import numpy as np
+
+    scores, same = np.asarray(scores, dtype=float), np.asarray(same, dtype=bool)
+    if same.all() or not same.any():
+        raise ValueError("Tuning needs both same-meaning and different-meaning pairs.")
+    for threshold in np.round(np.arange(0.05, 1.0, 0.05), 2):
+        if np.mean(scores[~same] >= threshold) <= max_false_hit_rate:
+            return float(threshold)
+    return 0.95
+
+
+class RuleVerifier:
+    """The rule checks alone, as a verifier a :class:`helpers.caching.SemanticCache` can use."""
+
+    name = "rules"
+
+    def verify_candidates(self, question: str, candidates: list[str]) -> list[Verdict]:
+        """One :class:`Verdict` per candidate (the cache serves the first one that is ``same``)."""
+        return [verify(question, candidate) for candidate in candidates]
+
+
+class TrainedVerifier:
+    """Rules veto; the fine-tuned cross-encoder decides the rest (``score >= threshold`` serves the answer).
+
+    ``use_rules=False`` leaves every decision to the model (to measure what each stage adds).
+    """
+
+    def __init__(self, model, tokenizer, threshold: float, use_rules: bool = True, info: dict | None = None):
+        self.model, self.tokenizer = model, tokenizer
+        self.threshold = float(threshold)
+        self.use_rules = use_rules
+        self.info = info or {}
+        self.name = "rules + model" if use_rules else "model"
+
+    def scores(self, questions: list[str], candidates: list[str], batch_size: int = 64):
+        """The model's probability that each ``(question, candidate)`` pair asks the same thing."""
+        import numpy as np
+        import torch
+
+        out = []
+        device = next(self.model.parameters()).device
+        with torch.inference_mode():
+            for start in range(0, len(questions), batch_size):
+                batch = self.tokenizer(list(questions[start:start + batch_size]),
+                                       list(candidates[start:start + batch_size]), padding=True, truncation=True,
+                                       max_length=VERIFIER_MAX_TOKENS, return_tensors="pt").to(device)
+                out.append(torch.sigmoid(self.model(**batch).logits.squeeze(-1)).float().cpu().numpy().reshape(-1))
+        return np.concatenate(out) if out else np.zeros(0)
+
+    def with_rules(self, use_rules: bool) -> TrainedVerifier:
+        """The same model and threshold, with the rule stage on or off."""
+        return TrainedVerifier(self.model, self.tokenizer, self.threshold, use_rules, self.info)
+
+    def verify_candidates(self, question: str, candidates: list[str]) -> list[Verdict]:
+        """One :class:`Verdict` per candidate; the model only reads the candidates the rules let through."""
+        verdicts: list[Verdict | None] = [None] * len(candidates)
+        if self.use_rules:
+            for position, candidate in enumerate(candidates):
+                ruled = verify(question, candidate)
+                if not ruled.same:
+                    verdicts[position] = ruled
+        remaining = [position for position, verdict in enumerate(verdicts) if verdict is None]
+        if remaining:
+            scores = self.scores([question] * len(remaining), [candidates[p] for p in remaining])
+            for position, score in zip(remaining, scores):
+                same = bool(score >= self.threshold)
+                verdicts[position] = Verdict(same, () if same else ("model",), float(score))
+        return verdicts
+
+
+def verifier_cache_dir(recipe: dict) -> Path:
+    """Where :func:`load_or_train_verifier` keeps the verifier trained with ``recipe``."""
+    from . import config
+
+    return config.cache_dir() / f"{VERIFIER_CACHE_NAME}-{verifier_cache_key(recipe)}"
+
+
+def load_or_train_verifier(seed: int = 0, retrain: bool = False, source: str | None = None,
+                           train_pairs: list[dict] | None = None, tune_pairs: list[dict] | None = None,
+                           epochs: int = VERIFIER_EPOCHS, progress: bool = True) -> TrainedVerifier:
+    """The trained verifier (rules + cross-encoder), loaded from the cache or trained and saved there.
+
+    The cache folder is named by a hash of the recipe (source model, seed, settings and the training and
+    tuning pairs), so changing any of them trains a new verifier. Training (~1,000 pairs, two epochs) takes
+    well under a minute on two CPU cores; the decision threshold is then chosen on the tuning pairs
+    (half of the calibration split) with :func:`choose_decision_threshold`.
+    """
+    import json
+    import shutil
+
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from . import config, models
+
+    if train_pairs is None or tune_pairs is None:
+        default_train, default_tune = verifier_training_data(seed)
+        train_pairs = default_train if train_pairs is None else train_pairs
+        tune_pairs = default_tune if tune_pairs is None else tune_pairs
+    source = source or models.embedder_source()
+    recipe = verifier_recipe(train_pairs, tune_pairs, source, seed, epochs)
+    path = verifier_cache_dir(recipe)
+    info_file = path / "workbook_verifier.json"
+    if not retrain and info_file.exists():
+        info = json.loads(info_file.read_text(encoding="utf-8"))
+        if info.get("recipe") == recipe:
+            tokenizer = AutoTokenizer.from_pretrained(path)
+            model = AutoModelForSequenceClassification.from_pretrained(path, use_safetensors=True)
+            return TrainedVerifier(model.to(config.device()).eval(), tokenizer, info["threshold"], info=info)
+    import time
+
+    import transformers
+
+    config.seed_everything(seed)
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    verbosity = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()  # the new head is "missing from the checkpoint", as expected
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(source, num_labels=1, use_safetensors=True)
+    finally:
+        transformers.logging.set_verbosity(verbosity)
+    model = model.to(config.device())
+    started = time.perf_counter()
+    losses = train_pair_classifier(model, tokenizer, train_pairs, epochs=epochs, seed=seed, progress=progress)
+    seconds = time.perf_counter() - started
+    verifier = TrainedVerifier(model, tokenizer, threshold=0.5)
+    tune_verdicts = [verifier.verify_candidates(pair["a"], [pair["b"]])[0] for pair in tune_pairs]
+    tune_scores = [verdict.score if verdict.score is not None else 0.0 for verdict in tune_verdicts]
+    threshold = choose_decision_threshold(tune_scores, [pair["same"] for pair in tune_pairs])
+    info = {"recipe": recipe, "threshold": threshold, "train_pairs": len(train_pairs), "train_seconds": seconds,
+            "losses": losses, "tune_scores": tune_scores, "tune_same": [pair["same"] for pair in tune_pairs]}
+    partial = path.with_name(path.name + ".partial")
+    if partial.exists():
+        shutil.rmtree(partial)
+    model.save_pretrained(partial, safe_serialization=True)
+    tokenizer.save_pretrained(partial)
+    (partial / "workbook_verifier.json").write_text(json.dumps(info), encoding="utf-8")
+    if path.exists():
+        shutil.rmtree(path)
+    partial.rename(path)
+    return TrainedVerifier(model.eval(), tokenizer, threshold, info=info)

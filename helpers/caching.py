@@ -12,7 +12,8 @@ Three layers, from inside the model outwards:
   prompts that *mean* the same as an earlier one (embedding similarity).
 
 :class:`SemanticCache` is shared by the serving notebook; its constructor,
-``get``, ``put`` and ``stats`` are a stable API.
+``get``, ``put``, ``lookup`` and ``stats`` are a stable API. It verifies each candidate
+before serving it (:mod:`helpers.cache_verifier`) unless built with ``verifier=None``.
 """
 
 from __future__ import annotations
@@ -30,11 +31,16 @@ import numpy as np
 from . import config
 from .generation import forward_argument_names
 
-# Chosen from data/cache_pairs.jsonl in notebook 08: the lowest cosine similarity (in steps
-# of 0.01) whose false-hit rate on the near-miss pairs is at most 5 % with all-MiniLM-L6-v2.
-# Those near misses are so close in wording that, at this threshold, almost no paraphrase
-# hits either: the semantic cache then behaves like a forgiving exact-match cache.
-DEFAULT_THRESHOLD = 0.96
+# With the verifier on (the default), DEFAULT_THRESHOLD is the *candidate floor*: stored prompts at least this
+# similar (cosine, all-MiniLM-L6-v2) are handed to the verifier, which decides. 0.40 sits just below the least
+# similar calibration paraphrase in data/cache_pairs.jsonl (0.42), so the embedding alone drops no paraphrase
+# we know of; the verifier must refuse everything that is not the same question.
+DEFAULT_THRESHOLD = 0.40
+DEFAULT_CANDIDATES = 3  # candidates verified per lookup (the best-ranked one that passes is served)
+# With the verifier off, a hit is decided by similarity alone: notebook 08 chooses this on the calibration pairs
+# (the lowest threshold whose false-hit rate on near misses is at most 5 %). Those near misses are so close in
+# wording that, at this threshold, almost no paraphrase hits either: a forgiving exact-match cache.
+EMBEDDING_ONLY_THRESHOLD = 0.96
 DEFAULT_MAX_ENTRIES = 10_000
 
 PREFIX_ARTICLES = 2  # help-center articles in the shared system prompt (about 1,100 tokens)
@@ -145,11 +151,17 @@ class CacheEntry:
 
 @dataclass(frozen=True)
 class CacheLookup:
-    """What a semantic lookup found: the response (``None`` on a miss) and the closest match."""
+    """What a semantic lookup found: the response (``None`` on a miss) and the stored prompt it came from.
+
+    On a hit, ``similarity`` and ``matched_prompt`` belong to the served entry; on a miss, to the most
+    similar stored prompt (``None`` when the namespace is empty). ``rejected`` lists the candidates the
+    verifier refused, as ``(prompt, reasons)``.
+    """
 
     response: str | None
     similarity: float | None
     matched_prompt: str | None
+    rejected: tuple = ()
 
     @property
     def hit(self) -> bool:
@@ -157,50 +169,71 @@ class CacheLookup:
         return self.response is not None
 
 
+_TRAINED = "trained"
+
+
 class SemanticCache:
-    """Response cache that also answers prompts *similar in meaning* to a stored one.
+    """Response cache that also answers prompts *similar in meaning* to a stored one, after verifying them.
 
     Each prompt is embedded (``embedder.encode([text])``, default all-MiniLM-L6-v2 via
-    :func:`helpers.models.load_embedder`, loaded on first use), L2-normalised, and
-    searched in a FAISS inner-product index, so the score is the cosine similarity.
-    A lookup hits when the best stored prompt of the same ``namespace`` scores at
-    least ``threshold``.
+    :func:`helpers.models.load_embedder`, loaded on first use), L2-normalised, and searched in a FAISS
+    inner-product index, so the score is the cosine similarity.
 
-    - **Namespaces**: one FAISS index per namespace; a tenant (or a system prompt)
-      never receives an answer cached under another.
-    - **Eviction**: least recently used across the whole cache; an entry counts as
-      used when it is stored or returned by a hit. Evicted vectors are removed
-      from their index with ``remove_ids``.
-    - **TTL**: with ``ttl_s`` set, entries older than ``ttl_s`` seconds (since they
-      were stored) are never returned and are dropped at the next lookup in their
-      namespace. ``clock`` (default ``time.monotonic``) can be replaced in tests.
-    - Storing a prompt that is already cached (same normalised text, same
-      namespace) replaces its response.
+    - **Verification (on by default).** The ``candidates`` most similar stored prompts of the same namespace
+      that score at least ``threshold`` (default :data:`DEFAULT_THRESHOLD`, a permissive floor) are handed,
+      most similar first, to ``verifier.verify_candidates(prompt, candidate_prompts)``; the most similar one
+      it accepts is served. The default verifier is
+      :func:`helpers.cache_verifier.load_or_train_verifier` (rule checks veto, a cross-encoder fine-tuned from
+      MiniLM decides the rest), trained or loaded on the first lookup that has a candidate. Any object with
+      ``verify_candidates`` works (:class:`helpers.cache_verifier.RuleVerifier` for the rules alone).
+    - ``verifier=None`` turns verification off: a lookup then hits when the most similar stored prompt scores
+      at least ``threshold`` (default :data:`EMBEDDING_ONLY_THRESHOLD`).
+    - **Namespaces**: one FAISS index per namespace; a tenant (or a system prompt) never receives an answer
+      cached under another.
+    - **Eviction**: ``max_entries`` is the capacity *of each namespace*; past it, the namespace's least recently
+      used entry is dropped (stored or served by a hit counts as used), so one tenant never evicts another's
+      entries. Evicted vectors are removed from their index with ``remove_ids``.
+    - **TTL**: with ``ttl_s`` set, entries older than ``ttl_s`` seconds (since they were stored) are never
+      returned and are dropped at the next lookup in their namespace. ``clock`` (default ``time.monotonic``)
+      can be replaced in tests.
+    - Storing a prompt that is already cached (same normalised text, same namespace) replaces its response.
 
     Thread-safe: one lock guards the indexes and statistics.
     """
 
-    def __init__(self, embedder=None, threshold: float = DEFAULT_THRESHOLD,
+    def __init__(self, embedder=None, threshold: float | None = None,
                  max_entries: int = DEFAULT_MAX_ENTRIES, ttl_s: float | None = None,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, verifier=_TRAINED,
+                 candidates: int = DEFAULT_CANDIDATES):
+        if threshold is None:
+            threshold = EMBEDDING_ONLY_THRESHOLD if verifier is None else DEFAULT_THRESHOLD
         if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 < threshold <= 1:
             raise ValueError(f"threshold must be a cosine similarity in (0, 1], got {threshold!r}; "
-                             f"{DEFAULT_THRESHOLD} is the workbook's choice for all-MiniLM-L6-v2.")
+                             f"{DEFAULT_THRESHOLD} is the workbook's candidate floor with the verifier on, "
+                             f"{EMBEDDING_ONLY_THRESHOLD} its threshold without it.")
         if ttl_s is not None and (isinstance(ttl_s, bool) or not isinstance(ttl_s, (int, float)) or ttl_s <= 0):
             raise ValueError(f"ttl_s must be a positive number of seconds or None (never expire), got {ttl_s!r}.")
+        if isinstance(candidates, bool) or not isinstance(candidates, int) or candidates < 1:
+            raise ValueError(f"candidates must be an integer of at least 1, got {candidates!r}.")
+        if verifier is not None and verifier != _TRAINED and not hasattr(verifier, "verify_candidates"):
+            raise ValueError("verifier must be None (off), 'trained' (the default) or an object with "
+                             "verify_candidates(prompt, candidate_prompts).")
         self.threshold = float(threshold)
         self.max_entries = _check_max_entries(max_entries)
         self.ttl_s = ttl_s
+        self.candidates = candidates if verifier is not None else 1
         self._embedder = embedder
+        self._verifier = verifier
         self._clock = clock
         self._lock = threading.RLock()
         self._indexes: dict[str, object] = {}  # namespace -> faiss.IndexIDMap(IndexFlatIP)
-        self._entries: OrderedDict[int, CacheEntry] = OrderedDict()  # id -> entry, least recent first
+        self._entries: dict[int, CacheEntry] = {}  # id -> entry
+        self._recency: dict[str, OrderedDict[int, None]] = {}  # namespace -> ids, least recently used first
         self._ids_by_key: dict[tuple[str, str], int] = {}  # (namespace, normalised prompt) -> id
         self._next_id = 0
-        self.hits = self.misses = self.evictions = self.expirations = 0
+        self.hits = self.misses = self.evictions = self.expirations = self.rejections = 0
 
-    # -- embedding ---------------------------------------------------------------------
+    # -- embedding and verifying -------------------------------------------------------
     @property
     def embedder(self):
         """The sentence embedder (loaded on first use when none was given)."""
@@ -209,6 +242,20 @@ class SemanticCache:
 
             self._embedder = load_embedder()
         return self._embedder
+
+    @property
+    def verifier(self):
+        """The verifier (``None`` when off); the trained one is built or loaded on first use."""
+        if self._verifier == _TRAINED:
+            from .cache_verifier import load_or_train_verifier
+
+            self._verifier = load_or_train_verifier()
+        return self._verifier
+
+    @property
+    def verifies(self) -> bool:
+        """True when candidates are verified before they are served."""
+        return self._verifier is not None
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """L2-normalised float32 embeddings, one row per text."""
@@ -224,28 +271,36 @@ class SemanticCache:
 
         if namespace not in self._indexes:
             self._indexes[namespace] = faiss.IndexIDMap(faiss.IndexFlatIP(dimension))
+            self._recency[namespace] = OrderedDict()
         return self._indexes[namespace]
 
     # -- housekeeping ------------------------------------------------------------------
     def _remove(self, entry_id: int) -> CacheEntry:
         entry = self._entries.pop(entry_id)
+        self._recency[entry.namespace].pop(entry_id, None)
         self._ids_by_key.pop((entry.namespace, normalize_prompt(entry.prompt)), None)
         self._indexes[entry.namespace].remove_ids(np.array([entry_id], dtype=np.int64))
         return entry
 
     def _expire(self, namespace: str) -> None:
-        if self.ttl_s is None:
+        if self.ttl_s is None or namespace not in self._recency:
             return
         now = self._clock()
-        expired = [entry_id for entry_id, entry in self._entries.items()
-                   if entry.namespace == namespace and now - entry.created_s >= self.ttl_s]
+        expired = [entry_id for entry_id in self._recency[namespace]
+                   if now - self._entries[entry_id].created_s >= self.ttl_s]
         for entry_id in expired:
             self._remove(entry_id)
         self.expirations += len(expired)
 
+    def _serve(self, entry_id: int, similarity: float, rejected: tuple) -> CacheLookup:
+        entry = self._entries[entry_id]
+        self._recency[entry.namespace].move_to_end(entry_id)
+        self.hits += 1
+        return CacheLookup(entry.response, similarity, entry.prompt, rejected)
+
     # -- public API --------------------------------------------------------------------
     def lookup(self, prompt: str, namespace: str = DEFAULT_NAMESPACE) -> CacheLookup:
-        """Search the cache; the result carries the response (or ``None``) and the best similarity."""
+        """Search the cache; the result carries the response (or ``None``), the match and what was refused."""
         normalize_prompt(prompt)
         _check_namespace(namespace)
         vector = self.embed([prompt])
@@ -255,25 +310,50 @@ class SemanticCache:
             if index is None or index.ntotal == 0:
                 self.misses += 1
                 return CacheLookup(None, None, None)
-            scores, ids = index.search(vector, 1)
-            similarity, entry_id = float(scores[0, 0]), int(ids[0, 0])
-            entry = self._entries[entry_id]
-            if similarity >= self.threshold - _ROUNDING:
-                self._entries.move_to_end(entry_id)
-                self.hits += 1
-                return CacheLookup(entry.response, similarity, entry.prompt)
+            scores, ids = index.search(vector, min(self.candidates, index.ntotal))
+            found = [(float(score), int(entry_id)) for score, entry_id in zip(scores[0], ids[0]) if entry_id >= 0]
+            best_similarity, best_id = found[0]
+            passing = [(score, entry_id) for score, entry_id in found if score >= self.threshold - _ROUNDING]
+            if passing and not self.verifies:
+                return self._serve(best_id, best_similarity, ())
+            rejected = ()
+            if passing:
+                prompts = [self._entries[entry_id].prompt for _, entry_id in passing]
+                verdicts = self.verifier.verify_candidates(prompt, prompts)
+                for (score, entry_id), candidate, verdict in zip(passing, prompts, verdicts):
+                    if verdict.same:
+                        return self._serve(entry_id, score, rejected)
+                    rejected += ((candidate, tuple(verdict.reasons)),)
+                    self.rejections += 1
             self.misses += 1
-            return CacheLookup(None, similarity, entry.prompt)
+            return CacheLookup(None, best_similarity, self._entries[best_id].prompt, rejected)
 
     def get(self, prompt: str, namespace: str = DEFAULT_NAMESPACE) -> str | None:
         """The cached response for a prompt similar enough to ``prompt`` in ``namespace``, else ``None``."""
         return self.lookup(prompt, namespace).response
 
     def put(self, prompt: str, response: str, namespace: str = DEFAULT_NAMESPACE) -> None:
-        """Store ``response`` for ``prompt`` in ``namespace``, evicting the least recently used entry if full."""
-        key = (_check_namespace(namespace), normalize_prompt(prompt))
+        """Store ``response`` for ``prompt`` in ``namespace``; past ``max_entries`` there, drop its least recent."""
+        _check_namespace(namespace)
+        normalize_prompt(prompt)
         response = _check_response(response)
-        vector = self.embed([prompt])
+        self._store(prompt, response, namespace, self.embed([prompt]))
+
+    def put_many(self, entries: Sequence[tuple[str, str]], namespace: str = DEFAULT_NAMESPACE,
+                 batch_size: int = 256) -> None:
+        """:meth:`put` for many ``(prompt, response)`` pairs, embedded in batches (same result, far fewer calls)."""
+        entries = [(prompt, _check_response(response)) for prompt, response in entries]
+        for prompt, _ in entries:
+            normalize_prompt(prompt)
+        _check_namespace(namespace)
+        for start in range(0, len(entries), batch_size):
+            chunk = entries[start:start + batch_size]
+            vectors = self.embed([prompt for prompt, _ in chunk])
+            for (prompt, response), vector in zip(chunk, vectors):
+                self._store(prompt, response, namespace, vector[None, :])
+
+    def _store(self, prompt: str, response: str, namespace: str, vector: np.ndarray) -> None:
+        key = (namespace, normalize_prompt(prompt))
         with self._lock:
             if key in self._ids_by_key:
                 self._remove(self._ids_by_key[key])
@@ -281,9 +361,10 @@ class SemanticCache:
             self._next_id += 1
             self._index(namespace, vector.shape[1]).add_with_ids(vector, np.array([entry_id], dtype=np.int64))
             self._entries[entry_id] = CacheEntry(prompt, response, namespace, self._clock())
+            self._recency[namespace][entry_id] = None
             self._ids_by_key[key] = entry_id
-            while len(self._entries) > self.max_entries:
-                self._remove(next(iter(self._entries)))
+            while len(self._recency[namespace]) > self.max_entries:
+                self._remove(next(iter(self._recency[namespace])))
                 self.evictions += 1
 
     def clear(self) -> None:
@@ -291,6 +372,7 @@ class SemanticCache:
         with self._lock:
             self._indexes.clear()
             self._entries.clear()
+            self._recency.clear()
             self._ids_by_key.clear()
 
     def __len__(self) -> int:
@@ -298,13 +380,14 @@ class SemanticCache:
 
     def namespaces(self) -> list[str]:
         """Namespaces that currently hold at least one entry."""
-        return sorted({entry.namespace for entry in self._entries.values()})
+        return sorted(namespace for namespace, ids in self._recency.items() if ids)
 
     def stats(self) -> dict:
-        """Hits, misses, hit rate (hits / lookups), entries, evictions and TTL expirations."""
+        """Hits, misses, hit rate (hits / lookups), entries, evictions, TTL expirations and verifier rejections."""
         lookups = self.hits + self.misses
         return {"hits": self.hits, "misses": self.misses, "hit_rate": self.hits / lookups if lookups else 0.0,
-                "entries": len(self._entries), "evictions": self.evictions, "expirations": self.expirations}
+                "entries": len(self._entries), "evictions": self.evictions, "expirations": self.expirations,
+                "rejections": self.rejections}
 
 
 # --- choosing the threshold from labelled pairs ------------------------------------------
@@ -357,6 +440,49 @@ def choose_threshold(sweep: Sequence[dict], max_false_hit_rate: float = 0.05) ->
         raise ValueError(f"No threshold in the sweep keeps the false-hit rate at or below {max_false_hit_rate:.0%}; "
                          "extend the sweep towards 1.0.")
     return min(allowed, key=lambda row: row["threshold"])
+
+
+# --- measuring a semantic cache on lookups against a populated cache -------------------
+
+def populate(cache: SemanticCache, entries: Sequence[tuple[str, str]], namespace: str = DEFAULT_NAMESPACE) -> int:
+    """Store ``(prompt, response)`` entries (in order; a repeated prompt replaces its response); return the size."""
+    cache.put_many(list(entries), namespace=namespace)
+    return len(cache)
+
+
+def lookup_outcomes(cache: SemanticCache, pairs: Sequence[dict], namespace: str = DEFAULT_NAMESPACE,
+                    progress: bool = False, desc: str = "lookups") -> list[dict]:
+    """Look up each pair's ``b`` in a cache that holds each pair's ``a`` (and other entries); judge the result.
+
+    A paraphrase (``same``) is a **correct hit** only when the served entry is its own ``a``; served from
+    another entry it is a **wrong-entry hit**. A near miss that is served anything is a **false hit**.
+    """
+    from tqdm.auto import tqdm
+
+    outcomes = []
+    for pair in tqdm(pairs, desc=desc, disable=not progress):
+        found = cache.lookup(pair["b"], namespace=namespace)
+        own = found.hit and normalize_prompt(found.matched_prompt) == normalize_prompt(pair["a"])
+        outcomes.append({"id": pair["id"], "same": bool(pair["same"]), "hit": found.hit,
+                         "correct_hit": bool(pair["same"] and own),
+                         "wrong_entry_hit": bool(pair["same"] and found.hit and not own),
+                         "false_hit": bool(not pair["same"] and found.hit),
+                         "matched_prompt": found.matched_prompt, "similarity": found.similarity,
+                         "rejected": found.rejected})
+    return outcomes
+
+
+def outcome_rates(outcomes: Sequence[dict]) -> dict:
+    """Hit rate on paraphrases (own entry), false-hit rate on near misses (Wilson 95 %) and wrong-entry hits."""
+    from .metrics import proportion
+
+    paraphrases = [row for row in outcomes if row["same"]]
+    near_misses = [row for row in outcomes if not row["same"]]
+    if not paraphrases or not near_misses:
+        raise ValueError("Pass outcomes of both paraphrases and near misses.")
+    return {"hit_rate": proportion([row["correct_hit"] for row in paraphrases]),
+            "false_hit_rate": proportion([row["false_hit"] for row in near_misses]),
+            "wrong_entry_hits": sum(row["wrong_entry_hit"] for row in paraphrases)}
 
 
 # --- KV cache and prefix caching ---------------------------------------------------------

@@ -52,9 +52,14 @@ class Profile:
     serve_max_new_tokens: int  # tokens per request when a client of notebook 11's server does not say
     serve_request_timeout_s: float  # end-to-end HTTP timeout of the Serve proxy
     continuous_batch_size: int = 8  # batch slots of the static / dynamic / continuous batching comparison
-    continuous_requests: int = 16  # requests in that comparison's arrival stream
+    continuous_requests: int = 36  # requests in that comparison's arrival stream
+    continuous_streams: int = 3  # seeded streams it is repeated over (the interval of its ratios)
     speculative_prompts: int = 8  # RAG prompts per speculative-decoding comparison
     speculative_new_tokens: int = 64  # tokens generated per prompt there
+    speculative_validation_prompts: int = 4  # validation prompts for choosing the draft length
+    speculative_free_form_prompts: int = 5  # free-form prompts (little to copy) in notebook 10
+    speculative_assisted_prompts: int = 2  # prompts for assisted generation with a layer-dropped draft
+    quant_calibration_windows: int = 1  # calibration windows (of perplexity_max_tokens) for notebook 05's plans
 
 
 _PROFILES = {
@@ -65,8 +70,10 @@ _PROFILES = {
                      load_requests=24, load_time_limit_s=45.0, assistant_questions=8, assistant_tickets=16,
                      sweep_sparsities=(0.0, 0.3, 0.5, 0.7), kv_cache_prompts=1, kv_cache_new_tokens=16,
                      kv_cache_repeats=5, prefix_requests=2, dynamic_requests=12, serve_max_new_tokens=16,
-                     serve_request_timeout_s=60.0, continuous_batch_size=8, continuous_requests=16,
-                     speculative_prompts=8, speculative_new_tokens=64),
+                     serve_request_timeout_s=60.0, continuous_batch_size=8, continuous_requests=36,
+                     continuous_streams=3,
+                     speculative_prompts=12, speculative_new_tokens=64, speculative_validation_prompts=4,
+                     speculative_free_form_prompts=5, speculative_assisted_prompts=2),
     "full": Profile("full", tickets_eval=360, qa_eval=160, perplexity_texts=43,
                     perplexity_max_tokens=512, speed_prompts=4, new_tokens=128,
                     repeats=5, train_steps=300, classifier_epochs=6, distill_epochs=6,
@@ -75,7 +82,9 @@ _PROFILES = {
                     sweep_sparsities=(0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7), kv_cache_prompts=4,
                     kv_cache_new_tokens=256, kv_cache_repeats=3, prefix_requests=8, dynamic_requests=64,
                     serve_max_new_tokens=48, serve_request_timeout_s=120.0, continuous_batch_size=8,
-                    continuous_requests=64, speculative_prompts=32, speculative_new_tokens=96),
+                    continuous_requests=64, continuous_streams=5, speculative_prompts=32, speculative_new_tokens=96,
+                    speculative_validation_prompts=8, speculative_free_form_prompts=8,
+                    speculative_assisted_prompts=4, quant_calibration_windows=4),
 }
 
 

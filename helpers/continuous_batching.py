@@ -24,8 +24,9 @@ leave keeps the other rows and drops padding columns no row needs any more.
 Decoding is greedy, so every request's tokens must equal its unbatched greedy decode
 (:func:`greedy_reference`); the unit tests check exactly that.
 
-**Time.** Arrival times are seconds on a virtual clock. Each forward pass advances it
-by its measured duration (or by ``step_cost_s`` when given: deterministic, for tests
+**Time.** Arrival times are seconds on a virtual clock. Each forward pass, and each cache
+rebuild when rows join or leave, advances it by its measured duration (or, for forward
+passes, by ``step_cost_s`` when given: deterministic, for tests
 and for counting in steps); when nothing is running and nobody is waiting, the clock
 jumps to the next arrival instead of sleeping.
 
@@ -93,7 +94,8 @@ class ScheduleResult:
     batch_size: int
     completed: list[Completed]  # in request-index order
     timeline: list[list[int | None]] = field(repr=False)  # timeline[step][slot] = request index or None
-    busy_s: float  # clock time spent in forward passes
+    busy_s: float  # clock time spent in forward passes and cache copies
+    copy_s: float = 0.0  # part of busy_s spent rebuilding the cache when rows join or leave
 
     @property
     def steps(self) -> int:
@@ -118,6 +120,7 @@ class ScheduleResult:
         return {"scheduler": self.name, "requests": len(self.completed), "tokens": self.useful_tokens,
                 "steps": self.steps, "slot_utilization": self.slot_utilization,
                 "throughput_tokens_per_s": self.useful_tokens / span, "span_s": span, "busy_s": self.busy_s,
+                "copy_s": self.copy_s,
                 "latency_p50_s": statistics.median(latencies), "latency_p95_s": percentile(latencies, 95),
                 "ttft_p50_s": statistics.median(first_tokens), "ttft_p95_s": percentile(first_tokens, 95)}
 
@@ -135,9 +138,15 @@ def request_stream(prompts_ids: Sequence[Sequence[int]], count: int, rate_per_s:
 
 
 def stream_sizes() -> dict:
-    """Batch size and stream size of the continuous-batching comparison for the active profile."""
+    """Batch size, requests per stream and number of streams of the continuous-batching comparison."""
     chosen = config.profile()
-    return {"batch_size": chosen.continuous_batch_size, "requests": chosen.continuous_requests}
+    return {"batch_size": chosen.continuous_batch_size, "requests": chosen.continuous_requests,
+            "streams": chosen.continuous_streams}
+
+
+def answer_lengths(tokenizer, answers: Sequence[str], low: int = 8, high: int = 96) -> list[int]:
+    """Token counts of reference answers, clipped to ``[low, high]``: the output lengths a stream draws from."""
+    return [min(max(len(tokenizer(text, add_special_tokens=False).input_ids), low), high) for text in answers]
 
 
 # --- the engine: one padded batch, its KV cache and attention mask ------------------------------
@@ -245,7 +254,7 @@ class _Clock:
     """Virtual time: forward passes advance it by their measured (or fixed) cost; idle time is skipped."""
 
     def __init__(self, model, step_cost_s: float | None):
-        self.now, self.busy_s, self.model, self.step_cost_s = 0.0, 0.0, model, step_cost_s
+        self.now, self.busy_s, self.copy_s, self.model, self.step_cost_s = 0.0, 0.0, 0.0, model, step_cost_s
 
     def run(self, fn, *args):
         start = time.perf_counter()
@@ -255,6 +264,17 @@ class _Clock:
         cost = self.step_cost_s if self.step_cost_s is not None else time.perf_counter() - start
         self.now += cost
         self.busy_s += cost
+        return value
+
+    def copy(self, fn, *args):
+        """Run a cache rebuild (rows joining or leaving): its measured time counts, but it is not a step,
+        so with a fixed ``step_cost_s`` it costs nothing."""
+        start = time.perf_counter()
+        value = fn(*args)
+        cost = 0.0 if self.step_cost_s is not None else time.perf_counter() - start
+        self.now += cost
+        self.busy_s += cost
+        self.copy_s += cost
         return value
 
 
@@ -300,7 +320,7 @@ def continuous_batching(model, requests: Sequence[Request], batch_size: int, eos
             for request, token in zip(joiners, first_tokens):
                 slots[slots.index(None)] = request.index
                 tokens[request.index], first_at[request.index], first_step[request.index] = [token], clock.now, step
-            batch, rows = (new_batch if batch is None else merge(batch, new_batch)), rows + joiners
+            batch, rows = (new_batch if batch is None else clock.copy(merge, batch, new_batch)), rows + joiners
         timeline.append(list(slots))
         # 3. finished rows leave at once
         leaving = {r.index for r in rows if _finished(tokens[r.index], r, eos_token_id)}
@@ -311,9 +331,10 @@ def continuous_batching(model, requests: Sequence[Request], batch_size: int, eos
             if on_finish is not None:
                 on_finish(done[request.index])
         if leaving:
-            batch = keep_rows(batch, [row for row, r in enumerate(rows) if r.index not in leaving])
+            batch = clock.copy(keep_rows, batch, [row for row, r in enumerate(rows) if r.index not in leaving])
             rows = [r for r in rows if r.index not in leaving]
-    return ScheduleResult("continuous", batch_size, [done[i] for i in sorted(done)], timeline, clock.busy_s)
+    return ScheduleResult("continuous", batch_size, [done[i] for i in sorted(done)], timeline, clock.busy_s,
+                          clock.copy_s)
 
 
 # --- request-level batching on the same engine ---------------------------------------------------
@@ -378,6 +399,97 @@ def greedy_reference(model, prompt_ids: Sequence[int], max_new_tokens: int,
     with torch.no_grad():
         output = model.generate(ids, attention_mask=torch.ones_like(ids), **options)
     return output[0, ids.shape[1]:].tolist()
+
+
+def first_divergence(model, prompt_ids: Sequence[int], expected: Sequence[int], got: Sequence[int]) -> dict | None:
+    """Where ``got`` first departs from the unbatched decode ``expected``, and how close the call was there.
+
+    Returns ``None`` when one is a prefix of the other. Otherwise the step, both tokens and the
+    gap between the two highest logits of the *unbatched* run at that step (prompt plus the tokens
+    both agree on): a gap near zero means a near-tie that rounding differences in a batched
+    matrix product can flip; a large gap would point to a scheduling bug (a wrong mask or position).
+    """
+    import torch
+
+    step = next((k for k, (a, b) in enumerate(zip(expected, got)) if a != b), None)
+    if step is None:
+        return None
+    ids = torch.tensor([list(prompt_ids) + list(expected[:step])], device=config.module_device(model))
+    with torch.no_grad():
+        logits = model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits[0, -1].float()
+    top = torch.topk(logits, 2)
+    return {"step": step, "expected": int(expected[step]), "got": int(got[step]),
+            "top2_gap": float(top.values[0] - top.values[1]),
+            "gap_expected_vs_got": float(logits[expected[step]] - logits[got[step]]),
+            "logit_scale": float(logits.abs().max())}
+
+
+# --- the library: transformers' continuous batching with a paged KV cache -------------------------
+
+def kv_bytes_per_token(model) -> int:
+    """KV-cache bytes one token takes across all layers (keys and values, the model's dtype)."""
+    settings = model.config.get_text_config()
+    head_dim = getattr(settings, "head_dim", None) or settings.hidden_size // settings.num_attention_heads
+    kv_heads = getattr(settings, "num_key_value_heads", None) or settings.num_attention_heads
+    element = next(model.parameters()).element_size()
+    return 2 * settings.num_hidden_layers * kv_heads * head_dim * element
+
+
+def library_continuous_batching(model, requests: Sequence[Request], batch_size: int, eos_token_id: int | None,
+                                page_size: int = 16, num_blocks: int = 256) -> dict:
+    """Serve ``requests`` with transformers' continuous batching (``init_continuous_batching``, paged KV cache).
+
+    All requests are queued at once (the library's manager has no notion of our arrival times) with
+    their own ``max_new_tokens``; at most ``batch_size`` requests share a step. The manager is warmed
+    up before the clock starts. While it runs, the cache's used share is sampled to find the peak
+    number of pages in use. Returns the tokens per request (by index), the wall seconds, and the
+    paging figures (page size, pages in the cache, peak pages in use).
+    """
+    from transformers import GenerationConfig
+    from transformers.generation.configuration_utils import ContinuousBatchingConfig
+
+    generation_config = GenerationConfig(do_sample=False, max_new_tokens=max(r.max_new_tokens for r in requests),
+                                         eos_token_id=eos_token_id, pad_token_id=eos_token_id)
+    paging = ContinuousBatchingConfig(page_size=page_size, num_blocks=num_blocks, max_requests_per_batch=batch_size,
+                                      max_batch_tokens=batch_size * max(len(r.prompt_ids) for r in requests))
+    outputs, peak_used = {}, 0.0
+    with model.continuous_batching_context_manager(generation_config=generation_config,
+                                                   continuous_batching_config=paging, warmup=True) as manager:
+        start = time.perf_counter()
+        for request in requests:
+            manager.add_request(list(request.prompt_ids), request_id=str(request.index),
+                                max_new_tokens=request.max_new_tokens, eos_token_id=eos_token_id)
+        while len(outputs) < len(requests):
+            output = manager.get_result(timeout=0.02)
+            cache = manager.batch_processor.cache
+            peak_used = max(peak_used, 1.0 - cache.compute_free_capacity(relative=True))
+            if output is not None and output.is_finished():
+                if output.error is not None:
+                    raise RuntimeError(f"Request {output.request_id} failed in the library: {output.error}")
+                outputs[int(output.request_id)] = list(output.generated_tokens)
+            elif output is None and not manager.is_running():
+                raise RuntimeError("The library's generation thread stopped before all requests finished.")
+        seconds = time.perf_counter() - start
+    return {"tokens": outputs, "seconds": seconds, "page_size": page_size, "pages": cache.num_blocks,
+            "peak_pages_in_use": round(peak_used * cache.num_blocks)}
+
+
+def paging_waste(prompt_lengths: Sequence[int], output_lengths: Sequence[int], page_size: int,
+                 reserved_new_tokens: int) -> dict:
+    """Token slots held by a contiguous cache against a paged one for the same requests.
+
+    A contiguous cache reserves ``prompt + reserved_new_tokens`` slots per request when it starts,
+    since it cannot know how long the answer will be; a paged cache takes one page of ``page_size``
+    slots at a time as tokens arrive, so it holds at most ``page_size - 1`` empty slots per request.
+    Returns the used, contiguous and paged slot counts and the wasted share of each.
+    """
+    if len(prompt_lengths) != len(output_lengths) or page_size < 1:
+        raise ValueError("Pass one prompt length per output length and a positive page size.")
+    used = sum(p + o for p, o in zip(prompt_lengths, output_lengths))
+    contiguous = sum(p + reserved_new_tokens for p in prompt_lengths)
+    paged = sum(math.ceil((p + o) / page_size) * page_size for p, o in zip(prompt_lengths, output_lengths))
+    return {"used_slots": used, "contiguous_slots": contiguous, "paged_slots": paged,
+            "contiguous_waste": 1 - used / contiguous, "paged_waste": 1 - used / paged}
 
 
 def plot_slot_timeline(result: ScheduleResult, ax=None):

@@ -47,6 +47,7 @@ class Outcome:
     replica: str | None = None
     sent_at_s: float = 0.0  # seconds after the test started
     server_s: float | None = None  # time the server says it spent on the request (its "seconds" field)
+    batch_size: int | None = None  # requests the server generated together with this one (its "batch_size")
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,7 @@ class LoadReport:
     mean_ms: float | None
     shed_p50_ms: float | None
     server_p50_ms: float | None  # median time spent generating, as reported by the server
+    mean_batch_size: float | None = None  # mean "batch_size" the server reported for answered requests
     status_counts: dict = field(default_factory=dict)
     replica_counts: dict = field(default_factory=dict)
     failure_examples: tuple = ()
@@ -125,6 +127,8 @@ def summarize(outcomes: Sequence[Outcome], duration_s: float, unsent: int = 0) -
     shed_ms = [outcome.latency_s * 1000 for outcome in outcomes if outcome.kind == "shed"]
     server_ms = [outcome.server_s * 1000 for outcome in outcomes
                  if outcome.kind == "answered" and outcome.server_s is not None]
+    batch_sizes = [outcome.batch_size for outcome in outcomes
+                   if outcome.kind == "answered" and outcome.batch_size is not None]
 
     def pick(q, values=answered_ms):
         return percentile(values, q) if values else None
@@ -139,6 +143,7 @@ def summarize(outcomes: Sequence[Outcome], duration_s: float, unsent: int = 0) -
         p50_ms=pick(50), p95_ms=pick(95), p99_ms=pick(99),
         mean_ms=sum(answered_ms) / len(answered_ms) if answered_ms else None,
         shed_p50_ms=pick(50, shed_ms), server_p50_ms=pick(50, server_ms),
+        mean_batch_size=sum(batch_sizes) / len(batch_sizes) if batch_sizes else None,
         status_counts=dict(sorted(statuses.items())), replica_counts=dict(sorted(replicas.items())),
         failure_examples=failures,
     )
@@ -175,7 +180,7 @@ async def _send(client, url: str, payload: dict, timeout_s: float, started: floa
                        sent_at_s=sent_at - started)
     latency = time.perf_counter() - sent_at
     kind = classify(response.status_code, response.text)
-    replica, detail, server_s = None, "", None
+    replica, detail, server_s, batch_size = None, "", None, None
     try:
         body = response.json()
     except (json.JSONDecodeError, ValueError):
@@ -183,10 +188,11 @@ async def _send(client, url: str, payload: dict, timeout_s: float, started: floa
     if kind == "answered" and isinstance(body, dict):
         replica = body.get("replica")
         server_s = body.get("seconds") if isinstance(body.get("seconds"), (int, float)) else None
+        batch_size = body.get("batch_size") if isinstance(body.get("batch_size"), int) else None
     elif kind != "answered":
         detail = f"HTTP {response.status_code}: " + (body.get("error", "") if isinstance(body, dict)
                                                       else response.text[:120])
-    return Outcome(kind, latency, response.status_code, detail, replica, sent_at - started, server_s)
+    return Outcome(kind, latency, response.status_code, detail, replica, sent_at - started, server_s, batch_size)
 
 
 async def run_load_async(url: str, payloads: Sequence[dict], concurrency: int | None = None,
@@ -281,15 +287,20 @@ def run_load(url: str, payloads: Sequence[dict], **options) -> LoadReport:
     Jupyter already runs an event loop in the main thread, so the test runs in
     its own thread with its own loop there.
     """
+    return run_blocking(lambda: run_load_async(url, payloads, **options))
+
+
+def run_blocking(make_coroutine):
+    """Run the coroutine ``make_coroutine()`` to the end and return its result, also inside Jupyter."""
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        return asyncio.run(run_load_async(url, payloads, **options))
+        return asyncio.run(make_coroutine())
     box: dict = {}
 
     def target():
         try:
-            box["report"] = asyncio.run(run_load_async(url, payloads, **options))
+            box["result"] = asyncio.run(make_coroutine())
         except BaseException as error:  # re-raised in the caller's thread below
             box["error"] = error
 
@@ -298,7 +309,171 @@ def run_load(url: str, payloads: Sequence[dict], **options) -> LoadReport:
     thread.join()
     if "error" in box:
         raise box["error"]
-    return box["report"]
+    return box["result"]
+
+
+# --- streamed chat completions through the official openai client -----------------------------------
+
+@dataclass(frozen=True)
+class StreamOutcome:
+    """One streamed chat completion, timed on the client as its chunks arrived."""
+
+    ok: bool
+    total_s: float
+    first_token_s: float | None = None  # time to first token: request sent -> first content chunk
+    tokens: int = 0  # completion tokens (the usage block; else the content chunks)
+    chunk_times_s: tuple = ()  # arrival of each content chunk, seconds after the request was sent
+    detail: str = ""
+
+    @property
+    def per_token_s(self) -> float | None:
+        """Decode time per token after the first: (last chunk - first chunk) / (tokens - 1)."""
+        if not self.ok or self.tokens < 2 or len(self.chunk_times_s) < 2:
+            return None
+        return (self.chunk_times_s[-1] - self.chunk_times_s[0]) / (self.tokens - 1)
+
+
+@dataclass(frozen=True)
+class StreamReport:
+    """Time to first token and per-token latency over the streams of one test."""
+
+    outcomes: tuple
+    duration_s: float
+    unsent: int = 0
+
+    @property
+    def ok(self) -> list:
+        return [outcome for outcome in self.outcomes if outcome.ok]
+
+    @property
+    def failed(self) -> int:
+        return len(self.outcomes) - len(self.ok)
+
+    @property
+    def first_token_ms(self) -> list:
+        return [outcome.first_token_s * 1000 for outcome in self.ok if outcome.first_token_s is not None]
+
+    @property
+    def per_token_ms(self) -> list:
+        return [outcome.per_token_s * 1000 for outcome in self.ok if outcome.per_token_s is not None]
+
+    def quartiles(self, values: Sequence[float]) -> tuple | None:
+        """(first quartile, median, third quartile), or None without values."""
+        return tuple(percentile(values, q) for q in (25, 50, 75)) if values else None
+
+    def __str__(self) -> str:
+        text = (f"{len(self.outcomes)} streams in {self.duration_s:.1f} s: {len(self.ok)} complete, "
+                f"{self.failed} failed, {self.unsent} unsent")
+        first, per_token = self.quartiles(self.first_token_ms), self.quartiles(self.per_token_ms)
+        if first:
+            text += f" · time to first token p50 {first[1]:.0f} ms (IQR {first[0]:.0f}-{first[2]:.0f})"
+        if per_token:
+            text += f" · per token p50 {per_token[1]:.0f} ms (IQR {per_token[0]:.0f}-{per_token[2]:.0f})"
+        return text
+
+
+async def _stream_one(client, model: str, prompt: str, max_tokens: int, timeout_s: float) -> StreamOutcome:
+    """One streamed chat completion; never raises for a server or network failure."""
+    import openai
+
+    sent = time.perf_counter()
+    arrivals: list[float] = []
+    usage_tokens = [None]
+
+    async def consume():
+        stream = await client.chat.completions.create(
+            model=model, messages=[{"role": "user", "content": prompt}], max_tokens=max_tokens, stream=True,
+            stream_options={"include_usage": True})
+        async for chunk in stream:
+            if chunk.choices and chunk.choices[0].delta.content:
+                arrivals.append(time.perf_counter() - sent)
+            if chunk.usage is not None:
+                usage_tokens[0] = chunk.usage.completion_tokens
+
+    try:
+        await asyncio.wait_for(consume(), timeout_s)
+    except (asyncio.TimeoutError, openai.APITimeoutError):
+        return StreamOutcome(False, time.perf_counter() - sent, detail=f"timeout after {timeout_s:.1f} s")
+    except openai.OpenAIError as error:
+        return StreamOutcome(False, time.perf_counter() - sent, detail=f"{type(error).__name__}: {error}"[:200])
+    tokens = usage_tokens[0] if usage_tokens[0] is not None else len(arrivals)
+    return StreamOutcome(bool(arrivals), time.perf_counter() - sent, arrivals[0] if arrivals else None, tokens,
+                         tuple(arrivals), "" if arrivals else "no content chunk arrived")
+
+
+async def stream_chats_async(base_url: str, prompts: Sequence[str], concurrency: int, max_tokens: int,
+                             time_limit_s: float = 60.0, request_timeout_s: float | None = None,
+                             model: str = "workbook-llm", progress: bool = True, description: str = "streams",
+                             http_client=None) -> StreamReport:
+    """Stream one chat completion per prompt with the official ``openai`` client, ``concurrency`` at a time.
+
+    ``base_url`` is the server's OpenAI base (``http://127.0.0.1:PORT/v1``). Like
+    :func:`run_load_async`, no stream starts after ``time_limit_s`` and each one is
+    cut at ``request_timeout_s`` (default: the time limit), so the test is bounded.
+    """
+    from openai import AsyncOpenAI
+    from tqdm.auto import tqdm
+
+    if concurrency < 1 or not prompts or time_limit_s <= 0 or max_tokens < 1:
+        raise ValueError("Need concurrency >= 1, at least one prompt, a positive time limit and max_tokens >= 1.")
+    request_timeout_s = request_timeout_s or time_limit_s
+    client = AsyncOpenAI(base_url=base_url, api_key="local-server-needs-no-key", max_retries=0,
+                         timeout=request_timeout_s, http_client=http_client)
+    queue = list(reversed(prompts))
+    outcomes: list[StreamOutcome] = []
+    started = time.perf_counter()
+    bar = tqdm(total=len(prompts), desc=description, disable=not progress, leave=False)
+
+    async def worker():
+        while queue and time.perf_counter() - started < time_limit_s:
+            outcomes.append(await _stream_one(client, model, queue.pop(), max_tokens, request_timeout_s))
+            bar.update(1)
+
+    try:
+        await asyncio.gather(*(worker() for _ in range(min(concurrency, len(prompts)))))
+    finally:
+        bar.close()
+        await client.close()
+    return StreamReport(tuple(outcomes), time.perf_counter() - started, unsent=len(queue))
+
+
+def stream_chats(base_url: str, prompts: Sequence[str], concurrency: int, max_tokens: int, **options) -> StreamReport:
+    """Blocking :func:`stream_chats_async` (works inside Jupyter too)."""
+    return run_blocking(lambda: stream_chats_async(base_url, prompts, concurrency, max_tokens, **options))
+
+
+# --- who used the CPU during a test ------------------------------------------------------------------
+
+class CpuMeter:
+    """CPU seconds used while ``with meter:`` blocks run, by the load client and by each kind of Ray process.
+
+    The client is this Python process (in a notebook: the kernel that runs the load
+    test); Ray's processes are grouped by :func:`ray_processes.process_role`. Blocks
+    add up, so one meter can cover several rounds. ``share(role, cores)`` is the
+    fraction of ``cores`` that role kept busy over the blocks' wall time.
+    """
+
+    def __init__(self, snapshot=None):
+        from .ray_processes import cpu_seconds_by_process
+
+        self._snapshot = snapshot or cpu_seconds_by_process
+        self.seconds: Counter = Counter()
+        self.wall_s = 0.0
+
+    def __enter__(self):
+        self._start, self._started = self._snapshot(), time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        self.wall_s += time.perf_counter() - self._started
+        for pid, (role, used) in self._snapshot().items():
+            before = self._start.get(pid)
+            self.seconds[role] += used - (before[1] if before else 0.0)  # a process born during the block: all
+        return False
+
+    def share(self, role: str, cores: float) -> float:
+        """Fraction of ``cores`` that ``role`` used (0 when nothing was measured)."""
+        return self.seconds[role] / (self.wall_s * cores) if self.wall_s > 0 else 0.0
 
 
 def table(rows: Sequence[dict]) -> str:

@@ -105,3 +105,92 @@ def print_environment() -> bool:
     required_ok = all(row["ok"] for row in rows if not row["fix"].startswith("optional"))
     print("Everything required is present." if required_ok else "Some required items are missing: see the fixes above.")
     return required_ok
+
+
+def decode_step_profile(model, tokenizer, prompt: str, steps: int = 16, warmup: int = 2) -> dict:
+    """Where the time of one decode step goes, measured with timed forward hooks.
+
+    Prefills ``prompt`` once, then runs ``steps`` greedy decode steps (one new token each,
+    reading the KV cache), timing every hooked module. Returns ``components``: for each
+    part, ``ms`` (mean per step, with hooks), ``weight_bytes`` it reads per step and
+    ``modules``; parts are the token embedding, attention projections (q, k, v, o), the
+    rest of attention (rotary, the attention product over the cache, cache update), MLPs,
+    norms and ``lm_head``. ``step_ms`` is the whole forward call (mean, with hooks),
+    ``step_ms_no_hooks`` the same steps without hooks (what the hooks add is the
+    difference), and ``other_ms`` the step time no module accounts for: residual adds,
+    masks and Python / dispatch between modules.
+    """
+    import statistics
+    import time
+
+    import torch
+
+    from .metrics import model_bytes
+
+    layers = model.model.layers
+    attention_projections = [getattr(layer.self_attn, name) for layer in layers
+                             for name in ("q_proj", "k_proj", "v_proj", "o_proj")]
+    groups = {
+        "embedding lookup": [model.get_input_embeddings()],
+        "attention projections": attention_projections,
+        "attention (rest)": [layer.self_attn for layer in layers],
+        "MLP": [layer.mlp for layer in layers],
+        "norms": [module for layer in layers for module in (layer.input_layernorm, layer.post_attention_layernorm)]
+        + [model.model.norm],
+        "lm_head": [model.get_output_embeddings()],
+    }
+    spent = {name: 0.0 for name in groups}
+    started: dict[int, float] = {}
+    handles = []
+
+    def add_hooks(group, module):
+        def before(*_):
+            started[id(module)] = time.perf_counter()
+
+        def after(*_):
+            spent[group] += time.perf_counter() - started.pop(id(module))
+
+        handles.append(module.register_forward_pre_hook(before))
+        handles.append(module.register_forward_hook(after))
+
+    from .generation import forward_argument_names
+
+    cache_argument, _ = forward_argument_names(model)
+    device = next(model.parameters()).device
+    ids = tokenizer(prompt, return_tensors="pt")["input_ids"].to(device)
+
+    def decode(count):
+        durations = []
+        with torch.no_grad():
+            output = model(input_ids=ids, use_cache=True)  # prefill: not part of any decode step
+            for name in spent:
+                spent[name] = 0.0
+            for _ in range(count):
+                cache = getattr(output, "cache", None) or output.past_key_values
+                token = output.logits[:, -1:].argmax(-1)
+                begin = time.perf_counter()
+                output = model(input_ids=token, use_cache=True, **{cache_argument: cache})
+                durations.append(time.perf_counter() - begin)
+        return durations
+
+    decode(warmup)
+    plain = decode(steps)
+    for group, modules in groups.items():
+        for module in modules:
+            add_hooks(group, module)
+    try:
+        hooked = decode(steps)
+    finally:
+        for handle in handles:
+            handle.remove()
+    spent["attention (rest)"] -= spent["attention projections"]  # self_attn's time includes its projections
+    components = {}
+    for group, modules in groups.items():
+        weights = 0 if group == "attention (rest)" else model_bytes(torch.nn.ModuleList(modules))
+        if group == "embedding lookup":  # a lookup reads one row, not the matrix
+            row = model.get_input_embeddings().weight[0]
+            weights = row.numel() * row.element_size()
+        components[group] = {"ms": 1000 * spent[group] / steps, "weight_bytes": weights, "modules": len(modules)}
+    step_ms = 1000 * statistics.fmean(hooked)
+    return {"components": components, "step_ms": step_ms, "step_ms_no_hooks": 1000 * statistics.fmean(plain),
+            "other_ms": step_ms - sum(part["ms"] for part in components.values()), "steps": steps}

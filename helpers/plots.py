@@ -45,6 +45,31 @@ def bar_chart(labels: Sequence[str], values: Sequence[float], title: str, ylabel
     return figure
 
 
+def stacked_bar_chart(labels: Sequence[str], parts: dict[str, Sequence[float]], title: str, ylabel: str,
+                      reference: float | None = None, reference_label: str | None = None, path: Path | None = None):
+    """One bar per label, stacked from ``parts`` (``{part name: one value per label}``), total on top."""
+    plt = pyplot()
+    figure, axis = plt.subplots(figsize=(7, 3.8))
+    bottoms = [0.0] * len(labels)
+    for name, values in parts.items():
+        if len(values) != len(labels):
+            raise ValueError(f"Part {name!r} has {len(values)} values for {len(labels)} bars.")
+        axis.bar(labels, values, bottom=bottoms, label=name)
+        bottoms = [bottom + value for bottom, value in zip(bottoms, values)]
+    for position, total in enumerate(bottoms):
+        axis.annotate(f"{total:.3g}", (position, total), ha="center", va="bottom", fontsize=8)
+    if reference is not None:
+        axis.axhline(reference, color="#C44E52", linestyle="--", label=reference_label)
+    axis.set_title(title)
+    axis.set_ylabel(ylabel)
+    axis.legend(fontsize=8, loc="upper right")
+    axis.tick_params(axis="x", rotation=15)
+    figure.tight_layout()
+    if path is not None:
+        figure.savefig(path, dpi=110)
+    return figure
+
+
 def line_chart(series: dict[str, tuple[Sequence[float], Sequence[float]]], title: str, xlabel: str,
                ylabel: str, logy: bool = False, path: Path | None = None):
     """Several named lines ``{name: (x, y)}`` on one axis."""
@@ -116,5 +141,28 @@ def plot_variants(results: Sequence, goal: float | None = None, goal_label: str 
     figure.tight_layout()
     if path is not None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
+        figure.savefig(path, dpi=110)
+    return figure
+
+
+def measured_vs_bound(labels: Sequence[str], measured_ms: Sequence[float], bound_ms: Sequence[float], title: str,
+                      path: Path | None = None):
+    """Horizontal bars, two per label: the measured time and the time a memory-bandwidth bound allows."""
+    plt = pyplot()
+    figure, axis = plt.subplots(figsize=(7.5, 0.45 * len(labels) + 1.4))
+    positions = range(len(labels))
+    measured = axis.barh([p - 0.2 for p in positions], measured_ms, height=0.4, color="#4C72B0", label="measured")
+    bound = axis.barh([p + 0.2 for p in positions], bound_ms, height=0.4, color="#BBBBBB",
+                      label="bound: weight bytes / bandwidth")
+    axis.bar_label(measured, fmt="%.1f", fontsize=7, padding=2)
+    axis.bar_label(bound, fmt="%.1f", fontsize=7, padding=2)
+    axis.set_yticks(list(positions), labels)
+    axis.invert_yaxis()
+    axis.set_xlabel("ms per decode step")
+    axis.set_title(title, fontsize=10)
+    axis.legend(fontsize=8, loc="lower right")
+    axis.margins(x=0.15)
+    figure.tight_layout()
+    if path is not None:
         figure.savefig(path, dpi=110)
     return figure

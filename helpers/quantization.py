@@ -15,6 +15,7 @@ the lesson); this module holds the plumbing around them:
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import importlib.util
 import logging
@@ -55,7 +56,7 @@ def block_linears(model) -> dict[str, nn.Module]:
 
 def _is_projection(module) -> bool:
     # bitsandbytes layers subclass nn.Linear; torch.ao's dynamic int8 layer is a class named "Linear"
-    return isinstance(module, nn.Linear) or type(module).__name__.startswith("Linear")
+    return (isinstance(module, (nn.Linear, GroupQuantizedLinear)) or type(module).__name__.startswith("Linear"))
 
 
 def dynamic_int8(model) -> nn.Module:
@@ -171,13 +172,16 @@ def bits_per_weight(scheme: str) -> float:
 # --- why a format is fast or slow ------------------------------------------------------
 
 def linear_layer_timings(layers: dict[str, nn.Module], tokens: Sequence[int] = (1, 256), repeats: int = 5,
-                         seed: int = 0) -> dict[str, dict[int, float]]:
+                         seed: int = 0, activations: torch.Tensor | None = None) -> dict[str, dict[int, float]]:
     """Median milliseconds of one call of each layer, for inputs of each token count.
 
     ``layers`` maps a format name to the *same* projection taken from each model
     variant. One token is the decode case (a matrix-vector product), 256 tokens the
-    prompt / perplexity case (a matrix-matrix product). Inputs are made on each layer's
-    own device, and on a GPU every timed call waits for its kernels to finish.
+    prompt / perplexity case (a matrix-matrix product). ``activations`` (tokens x width)
+    are real inputs of that projection (see :func:`capture_inputs`); the first ``count``
+    rows are fed, so outlier features are there as in a real run. Without them the inputs
+    are random normal values (no outliers). Inputs are made on each layer's own device,
+    and on a GPU every timed call waits for its kernels to finish.
     """
     from .metrics import measure
 
@@ -193,7 +197,13 @@ def linear_layer_timings(layers: dict[str, nn.Module], tokens: Sequence[int] = (
         for count in tokens:
             dtype = torch.bfloat16 if _weight_dtype(layer) == torch.bfloat16 else torch.float32
             device = module_device(layer)
-            inputs = torch.randn(1, count, width, generator=generator).to(device=device, dtype=dtype)
+            if activations is None:
+                inputs = torch.randn(1, count, width, generator=generator)
+            elif activations.shape[0] < count or activations.shape[-1] != width:
+                raise ValueError(f"Pass at least {count} activation rows of width {width}.")
+            else:
+                inputs = activations[:count].reshape(1, count, width)
+            inputs = inputs.to(device=device, dtype=dtype)
 
             def call(layer=layer, inputs=inputs, device=device):
                 output = layer(inputs)
@@ -204,6 +214,23 @@ def linear_layer_timings(layers: dict[str, nn.Module], tokens: Sequence[int] = (
                 timing = measure(call, repeats=repeats, warmup=2)
             results[name][count] = timing.median_s * 1000
     return results
+
+
+def capture_inputs(model, module: nn.Module, ids: torch.Tensor) -> torch.Tensor:
+    """The inputs ``module`` receives (tokens x features, fp32 on the CPU) when ``model`` reads ``ids``."""
+    captured = []
+    handle = module.register_forward_pre_hook(lambda _, args: captured.append(args[0].detach()))
+    try:
+        with torch.no_grad():
+            model(ids.reshape(1, -1).to(module_device(model)))
+    finally:
+        handle.remove()
+    return captured[0].reshape(-1, captured[0].shape[-1]).float().cpu()
+
+
+def outlier_columns(activations: torch.Tensor, threshold: float = 6.0) -> int:
+    """Feature columns holding at least one value above ``threshold`` in magnitude (LLM.int8's fp16 path)."""
+    return int((activations.abs() > threshold).any(dim=0).sum())
 
 
 def _in_features(layer) -> int:
@@ -292,17 +319,23 @@ def gguf_generation_speed(llama, prompts: Sequence[str], max_new_tokens: int, re
 # --- presenting the comparison ---------------------------------------------------------
 
 def comparison_table(rows: list[dict]) -> str:
-    """Markdown table of the variants: bytes, x fp32 bytes, perplexity, x fp32 perplexity, tokens/s."""
+    """Markdown table of the variants: bytes (whole model, and per component where a row has
+    ``components``), x fp32 bytes, perplexity, x fp32 perplexity, decode tokens/s ("—" when not timed)."""
     base = rows[0]
-    lines = ["| variant | MB in memory | x fp32 bytes | perplexity | x fp32 perplexity | decode tokens/s |",
-             "|---|---|---|---|---|---|"]
+    parts = list(base.get("components", {}))
+    part_headers = "".join(f" {part} MB |" for part in parts)
+    lines = [f"| variant | MB in memory |{part_headers} x fp32 bytes | perplexity | x fp32 perplexity "
+             "| decode tokens/s |",
+             "|---|---|" + "---|" * len(parts) + "---|---|---|---|"]
     for row in rows:
         if row.get("skipped"):
-            lines.append(f"| {row['name']} | skipped: {row['skipped']} | | | | |")
+            lines.append(f"| {row['name']} | skipped: {row['skipped']} |" + " |" * (len(parts) + 4))
             continue
-        lines.append(f"| {row['name']} | {row['bytes'] / 1e6:.0f} | {row['bytes'] / base['bytes']:.2f} | "
-                     f"{row['perplexity']:.2f} | {row['perplexity'] / base['perplexity']:.3f} | "
-                     f"{row['tokens_per_s']:.1f} |")
+        components = "".join(f" {row['components'][part] / 1e6:.1f} |" if "components" in row else " |"
+                             for part in parts)
+        speed = f"{row['tokens_per_s']:.1f}" if row.get("tokens_per_s") is not None else "—"
+        lines.append(f"| {row['name']} | {row['bytes'] / 1e6:.0f} |{components} {row['bytes'] / base['bytes']:.2f} | "
+                     f"{row['perplexity']:.2f} | {row['perplexity'] / base['perplexity']:.3f} | {speed} |")
     return "\n".join(lines)
 
 
@@ -313,18 +346,293 @@ def plot_comparison(rows: list[dict], path=None):
     plt = pyplot()
     shown = [row for row in rows if not row.get("skipped")]
     names = [row["name"] for row in shown]
+    timed = [row for row in shown if row.get("tokens_per_s") is not None]
     figure, axes = plt.subplots(1, 3, figsize=(11, 3.4))
     panels = [("MB in memory", [row["bytes"] / 1e6 for row in shown]),
               ("perplexity on the KB (lower is better)", [row["perplexity"] for row in shown]),
-              ("decode tokens/s (batch 1)", [row["tokens_per_s"] for row in shown])]
+              ("decode tokens/s (batch 1)", [row["tokens_per_s"] for row in timed])]
     for axis, (title, values) in zip(axes, panels):
-        bars = axis.bar(names, values, color="#4C72B0")
+        labels = names if len(values) == len(names) else [row["name"] for row in timed]
+        bars = axis.bar(labels, values, color="#4C72B0")
         bars[0].set_color("#8C8C8C")
         axis.bar_label(bars, fmt="%.3g", fontsize=7)
         axis.set_title(title, fontsize=9)
         axis.tick_params(axis="x", rotation=45, labelsize=7)
         for label in axis.get_xticklabels():
             label.set_horizontalalignment("right")
+    figure.tight_layout()
+    if path is not None:
+        figure.savefig(path, dpi=110)
+    return figure
+
+
+# --- whole-model 4-bit-class variants: group-wise codes for every matrix, the tied embedding included --------------
+
+GROUP_SCHEMES = {"int4_affine": 4, "nf4": 4, "int8_symmetric": 8}
+
+
+def quantize_groups(weight: torch.Tensor, scheme: str, group_size: int) -> dict:
+    """Round a 2-D ``weight`` group by group; returns its codes (one per weight, unpacked) and scales.
+
+    Groups are ``group_size`` consecutive weights *within a row*, so any set of rows (an
+    embedding lookup) can be dequantized on its own. Scales and minimums are fp16, as in
+    GGUF's block formats.
+
+    * ``int4_affine`` — 16 evenly spaced levels from the group's minimum to its maximum:
+      ``w ~ minimum + scale * q``, q in 0..15 (the layout of GGUF's Q4_1).
+    * ``nf4`` — the 16 NormalFloat levels times the group's largest absolute value (bitsandbytes' NF4).
+    * ``int8_symmetric`` — ``w ~ scale * q``, q in -127..127, scale = largest absolute value / 127
+      (the layout of GGUF's Q8_0).
+    """
+    if scheme not in GROUP_SCHEMES:
+        raise ValueError(f"Unknown scheme {scheme!r}; use one of {', '.join(GROUP_SCHEMES)}.")
+    rows, columns = weight.shape
+    if columns % group_size:
+        raise ValueError(f"Rows of {columns} weights do not split into groups of {group_size}.")
+    groups = weight.detach().float().reshape(rows, columns // group_size, group_size)
+    tiny = torch.finfo(torch.float16).tiny
+    if scheme == "int4_affine":
+        low, high = groups.amin(dim=-1), groups.amax(dim=-1)
+        scale = ((high - low) / 15).clamp_min(tiny).half()
+        minimum = low.half()
+        codes = ((groups - minimum.float().unsqueeze(-1)) / scale.float().unsqueeze(-1)).round().clamp(0, 15)
+        return {"codes": codes.to(torch.uint8).reshape(rows, columns), "scale": scale, "minimum": minimum}
+    if scheme == "int8_symmetric":
+        scale = (groups.abs().amax(dim=-1) / 127).clamp_min(tiny).half()
+        codes = (groups / scale.float().unsqueeze(-1)).round().clamp(-127, 127)
+        return {"codes": codes.to(torch.int8).reshape(rows, columns), "scale": scale, "minimum": None}
+    scale = groups.abs().amax(dim=-1).clamp_min(tiny).half()
+    levels = nf4_levels().to(weight.device)
+    normalized = groups / scale.float().unsqueeze(-1)
+    codes = torch.bucketize(normalized, (levels[1:] + levels[:-1]) / 2)  # nearest of the sorted levels
+    return {"codes": codes.to(torch.uint8).reshape(rows, columns), "scale": scale, "minimum": None}
+
+
+def dequantize_groups(codes: torch.Tensor, scale: torch.Tensor, minimum: torch.Tensor | None, scheme: str,
+                      group_size: int) -> torch.Tensor:
+    """The fp32 weights that :func:`quantize_groups`' codes stand for (any subset of rows)."""
+    rows, columns = codes.shape
+    grouped = codes.reshape(rows, columns // group_size, group_size)
+    if scheme == "nf4":
+        values = nf4_levels().to(codes.device)[grouped.long()]
+    else:
+        values = grouped.float()
+    values = values * scale.float().unsqueeze(-1)
+    if minimum is not None:
+        values = values + minimum.float().unsqueeze(-1)
+    return values.reshape(rows, columns)
+
+
+def pack_nibbles(codes: torch.Tensor) -> torch.Tensor:
+    """Two 4-bit codes (0..15) per byte along the last dimension (which must be even)."""
+    return (codes[..., 0::2] | (codes[..., 1::2] << 4)).to(torch.uint8)
+
+
+def unpack_nibbles(packed: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`pack_nibbles`."""
+    return torch.stack((packed & 15, packed >> 4), dim=-1).reshape(*packed.shape[:-1], -1)
+
+
+class GroupQuantizedLinear(nn.Module):
+    """A linear layer holding only group-wise codes and fp16 scales (weight-only quantization).
+
+    4-bit codes are packed two per byte. Each call dequantizes the weight to fp32 and
+    multiplies: simple and exact about *what* is computed, but it spends time a fused
+    kernel (llama.cpp, bitsandbytes, torchao) would not, so time it only as such.
+    """
+
+    def __init__(self, weight: torch.Tensor, scheme: str, group_size: int, bias: torch.Tensor | None = None):
+        super().__init__()
+        quantized = quantize_groups(weight, scheme, group_size)
+        codes = quantized["codes"]
+        self.scheme, self.group_size = scheme, group_size
+        self.out_features, self.in_features = weight.shape
+        self.register_buffer("codes", pack_nibbles(codes) if GROUP_SCHEMES[scheme] == 4 else codes)
+        self.register_buffer("scale", quantized["scale"])
+        self.register_buffer("minimum", quantized["minimum"])
+        self.bias = None if bias is None else nn.Parameter(bias.detach().clone(), requires_grad=False)
+
+    def dequantized_weight(self, rows: torch.Tensor | None = None) -> torch.Tensor:
+        codes, scale = self.codes, self.scale
+        minimum = self.minimum
+        if rows is not None:
+            codes, scale = codes[rows], scale[rows]
+            minimum = None if minimum is None else minimum[rows]
+        if GROUP_SCHEMES[self.scheme] == 4:
+            codes = unpack_nibbles(codes)
+        return dequantize_groups(codes, scale, minimum, self.scheme, self.group_size)
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        return nn.functional.linear(inputs, self.dequantized_weight().to(inputs.dtype), self.bias)
+
+    def extra_repr(self) -> str:
+        return f"{self.in_features}, {self.out_features}, scheme={self.scheme}, group_size={self.group_size}"
+
+
+class GroupQuantizedEmbedding(nn.Module):
+    """Token embedding that reads the rows it needs from a :class:`GroupQuantizedLinear` (a tied ``lm_head``).
+
+    The codes are stored once, in the ``lm_head``; this module holds no tensor of its own,
+    so the tied matrix is counted (and kept in memory) once.
+    """
+
+    def __init__(self, source: GroupQuantizedLinear):
+        super().__init__()
+        object.__setattr__(self, "source", source)  # not a submodule: the lm_head owns the storage
+        self.num_embeddings, self.embedding_dim = source.out_features, source.in_features
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.source.dequantized_weight(rows=ids.reshape(-1)).reshape(*ids.shape, self.embedding_dim)
+
+
+def group_quantized_copy(model, layer_schemes: dict[str, tuple[str, int]], embedding: tuple[str, int] | None):
+    """A copy of ``model`` whose block projections (and tied embedding / ``lm_head``) hold group-wise codes.
+
+    ``layer_schemes`` maps each block projection name (:func:`block_linears`) to
+    ``(scheme, group_size)``; ``embedding`` does the same for the tied embedding matrix
+    (``None`` keeps it in fp32). The embedding and ``lm_head`` share one set of codes.
+    """
+    copied = copy.deepcopy(model).to("cpu").float()
+    projections = block_linears(copied)
+    missing = set(layer_schemes) - set(projections)
+    if missing:
+        raise ValueError(f"Not block projections of this model: {sorted(missing)[:3]}")
+    for name, (scheme, group_size) in layer_schemes.items():
+        parent_name, _, child = name.rpartition(".")
+        layer = projections[name]
+        setattr(copied.get_submodule(parent_name), child, GroupQuantizedLinear(layer.weight, scheme, group_size,
+                                                                               layer.bias))
+    if embedding is not None:
+        embed, head = copied.get_input_embeddings(), copied.get_output_embeddings()
+        if head is None or head.weight.data_ptr() != embed.weight.data_ptr():
+            raise ValueError("The embedding is quantized here only when it is tied to lm_head.")
+        shared = GroupQuantizedLinear(head.weight, *embedding, head.bias)
+        copied.lm_head = shared
+        copied.model.embed_tokens = GroupQuantizedEmbedding(shared)
+    return copied
+
+
+def group_quantized_bytes(shape: tuple[int, int], scheme: str, group_size: int) -> float:
+    """Bytes :class:`GroupQuantizedLinear` holds for a ``shape`` matrix: codes plus fp16 scales (and minimums)."""
+    rows, columns = shape
+    groups = rows * columns // group_size
+    return rows * columns * GROUP_SCHEMES[scheme] / 8 + groups * 2 * (2 if scheme == "int4_affine" else 1)
+
+
+def component_bytes(model) -> dict[str, int]:
+    """Whole-model bytes split into the tied embedding / ``lm_head``, the block projections and the rest.
+
+    Uses :func:`helpers.metrics.model_bytes` on each part (shared tensors counted once),
+    so the three add up to ``model_bytes(model)``.
+    """
+    from .metrics import model_bytes
+
+    parts = [module for module in (model.get_input_embeddings(), model.get_output_embeddings()) if module is not None]
+    # a GroupQuantizedEmbedding keeps its codes in the lm_head it reads
+    parts += [module.source for module in parts if isinstance(module, GroupQuantizedEmbedding)]
+    embedding = model_bytes(nn.ModuleList(parts))
+    projections = model_bytes(nn.ModuleList(block_linears(model).values()))
+    total = model_bytes(model)
+    return {"embedding / lm_head": embedding, "block projections": projections,
+            "rest": total - embedding - projections}
+
+
+@contextlib.contextmanager
+def rounded_in_place(model, layer_schemes: dict[str, tuple[str, int]], embedding: tuple[str, int] | None = None):
+    """Within the ``with`` block, ``model``'s weights hold what a group-quantized copy would compute with.
+
+    Same arguments as :func:`group_quantized_copy`, but the weights are rounded in place
+    (kept in fp32) and restored on exit: a fast way to *score* a plan on calibration text
+    without building it. The tied embedding / ``lm_head`` matrix is rounded once, for both uses.
+    """
+    projections = block_linears(model)
+    targets = [(projections[name].weight, scheme) for name, scheme in layer_schemes.items()]
+    if embedding is not None:
+        targets.append((model.get_input_embeddings().weight, embedding))
+    saved = [weight.detach().clone() for weight, _ in targets]
+    try:
+        with torch.no_grad():
+            for weight, (scheme, group_size) in targets:
+                quantized = quantize_groups(weight, scheme, group_size)
+                weight.copy_(dequantize_groups(quantized["codes"], quantized["scale"], quantized["minimum"], scheme,
+                                               group_size))
+        yield model
+    finally:
+        with torch.no_grad():
+            for (weight, _), original in zip(targets, saved):
+                weight.copy_(original)
+
+
+def calibration_nll(model, ids: torch.Tensor) -> float:
+    """Mean next-token NLL (nats) of ``model`` on calibration windows ``ids`` (batch x tokens)."""
+    with torch.no_grad():
+        return float(model(input_ids=ids.to(module_device(model)), labels=ids.to(module_device(model))).loss)
+
+
+def layer_sensitivity(model, ids: torch.Tensor, scheme: str = "nf4", group_size: int = 64) -> list[float]:
+    """NLL increase (nats per token) on calibration windows ``ids`` when one decoder layer alone is rounded.
+
+    Layer ``i``'s projections are rounded to ``scheme`` in place and restored after
+    (:func:`rounded_in_place`). Pass calibration text, never the text variants are finally scored on.
+    """
+    projections = block_linears(model)
+    baseline = calibration_nll(model, ids)
+    increases = []
+    for index in tqdm(range(len(model.model.layers)), desc="layer sensitivity", leave=False):
+        plan = {name: (scheme, group_size) for name in projections if f".layers.{index}." in f".{name}."}
+        with rounded_in_place(model, plan):
+            increases.append(calibration_nll(model, ids) - baseline)
+    return increases
+
+
+def plan_bytes(model, layer_schemes: dict[str, tuple[str, int]], embedding: tuple[str, int] | None) -> float:
+    """Whole-model bytes :func:`group_quantized_copy` would hold for this plan (everything else stays fp32)."""
+    from .metrics import model_bytes
+
+    projections = block_linears(model)
+    total = model_bytes(model)
+    for name, (scheme, group_size) in layer_schemes.items():
+        weight = projections[name].weight
+        total += group_quantized_bytes(tuple(weight.shape), scheme, group_size) - weight.numel() * 4
+    if embedding is not None:
+        weight = model.get_input_embeddings().weight
+        total += group_quantized_bytes(tuple(weight.shape), *embedding) - weight.numel() * 4
+    return total
+
+
+def plot_bytes_vs_perplexity(rows: list[dict], max_bytes_ratio: float = 0.20, max_perplexity_ratio: float = 1.10,
+                             path=None):
+    """Every variant as a point: whole-model bytes and perplexity, both relative to the first row (fp32).
+
+    The shaded box is the goal: at most ``max_bytes_ratio`` of the bytes at no more than
+    ``max_perplexity_ratio`` of the perplexity. Rows with ``interval`` (a perplexity ratio
+    interval) get error bars; rows with ``open`` (e.g. scored on calibration text) are drawn as open circles.
+    """
+    from .plots import pyplot
+
+    plt = pyplot()
+    base = rows[0]
+    figure, axis = plt.subplots(figsize=(7.5, 4.2))
+    goal = f"goal: <= {max_bytes_ratio:.2f}x bytes, <= {max_perplexity_ratio:.2f}x perplexity"
+    axis.add_patch(plt.Rectangle((0, 0), max_bytes_ratio, max_perplexity_ratio, color="#55A868", alpha=0.15,
+                                 label=goal))
+    for row in rows:
+        if row.get("skipped"):
+            continue
+        x, y = row["bytes"] / base["bytes"], row["perplexity"] / base["perplexity"]
+        error = None
+        if row.get("interval") is not None:
+            error = [[y - row["interval"][0]], [row["interval"][1] - y]]
+        color = "#C44E52" if row.get("highlight") else "#4C72B0"
+        axis.errorbar(x, y, yerr=error, fmt="o", color=color, capsize=3,
+                      markerfacecolor="none" if row.get("open") else color)
+        axis.annotate(row["name"], (x, y), textcoords="offset points", xytext=(5, 4), fontsize=7)
+    axis.set_xlabel("whole-model bytes (x fp32)")
+    axis.set_ylabel("perplexity (x fp32, lower is better)")
+    axis.set_xlim(0, 1.05)
+    ratios = [row["perplexity"] / base["perplexity"] for row in rows if not row.get("skipped")]
+    axis.set_ylim(0.95, max(1.2, min(max(ratios), 3.5) * 1.05))
+    axis.legend(fontsize=7, loc="upper right")
     figure.tight_layout()
     if path is not None:
         figure.savefig(path, dpi=110)

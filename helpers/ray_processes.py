@@ -54,3 +54,33 @@ def stop_own_ray_processes(timeout_s: float = 10.0) -> None:
             proc.kill()
         except psutil.NoSuchProcess:
             pass
+
+
+def process_role(command_line: str) -> str:
+    """What a Ray process does, from its command line (Ray names its workers ``ray::<Actor>``)."""
+    if "ServeReplica" in command_line:
+        return "replicas"
+    if "ProxyActor" in command_line:
+        return "Serve proxy"
+    if "ServeController" in command_line:
+        return "Serve controller"
+    return "other Ray processes"
+
+
+def cpu_seconds_by_process() -> dict:
+    """``{pid: (role, cpu seconds so far)}`` for this process (role ``load client``) and its Ray processes."""
+    import psutil
+
+    def used(proc) -> float:
+        times = proc.cpu_times()
+        return times.user + times.system
+
+    found = {}
+    me = psutil.Process()
+    found[me.pid] = ("load client", used(me))
+    for proc in ray_processes():
+        try:
+            found[proc.pid] = (process_role(" ".join(proc.cmdline())), used(proc))
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    return found

@@ -11,7 +11,11 @@ Layers, from the inside out:
   unit-tested without Ray.
 - :class:`LLMServer` is the Serve replica: it loads a generator once (the
   workbook LLM, or a fast fake for tests), pins its torch thread count, and
-  answers ``POST /`` with ``{"prompt": ..., "max_new_tokens": ...}``.
+  answers ``POST /`` with ``{"prompt": ..., "max_new_tokens": ...}`` (one request
+  at a time, or several generated together through ``@serve.batch``) and the
+  OpenAI-compatible ``POST /v1/chat/completions`` (JSON, or a stream of
+  server-sent events with ``"stream": true``). :func:`asgi_app` serves the same
+  replica without Ray (unit tests).
 - :class:`ServingConfig` holds every knob (replicas, threads per replica,
   ``max_ongoing_requests``, ``max_queued_requests``, autoscaling, the optional
   semantic cache); :func:`build_app` turns it into a Serve application and
@@ -47,6 +51,9 @@ MAX_NEW_TOKENS_LIMIT = 128  # hard ceiling per request: bounds the work one requ
 MAX_PROMPT_CHARS = 4000
 BACKENDS = ("llm", "echo")
 ALLOWED_FIELDS = ("prompt", "max_new_tokens")
+CHAT_PATH = "/v1/chat/completions"
+CHAT_FIELDS = ("model", "messages", "max_tokens", "max_completion_tokens", "stream", "stream_options")
+CHAT_ROLES = ("system", "user", "assistant")
 
 
 def default_max_new_tokens() -> int:
@@ -77,6 +84,10 @@ class ServingConfig:
     and the rest are shed with HTTP 503.
     ``autoscaling`` (a Serve ``autoscaling_config`` dict) replaces the fixed
     ``num_replicas``. ``backend="echo"`` swaps the LLM for a fast fake.
+    ``max_batch_size > 1`` batches ``POST /`` requests inside the replica with
+    ``@serve.batch``: up to that many waiting requests (collected for at most
+    ``batch_wait_timeout_s``) are generated together in one padded batch; the
+    replica must then admit that many (``max_ongoing_requests >= max_batch_size``).
     """
 
     num_replicas: int = 1
@@ -93,6 +104,8 @@ class ServingConfig:
     backend: str = "llm"
     echo_delay_s: float = 0.0
     llm_name: str | None = None
+    max_batch_size: int = 1
+    batch_wait_timeout_s: float = 0.05
 
     def __post_init__(self):
         self.validate()
@@ -105,7 +118,7 @@ class ServingConfig:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}.")
 
         for name in ("num_replicas", "threads_per_replica", "max_ongoing_requests", "default_max_new_tokens",
-                     "max_new_tokens_limit", "cache_max_entries"):
+                     "max_new_tokens_limit", "cache_max_entries", "max_batch_size"):
             positive_int(name)
         if isinstance(self.max_queued_requests, bool) or not isinstance(self.max_queued_requests, int) \
                 or (self.max_queued_requests < 0 and self.max_queued_requests != -1):
@@ -119,6 +132,12 @@ class ServingConfig:
             raise ValueError(f"cache_threshold is a cosine similarity in (0, 1], got {self.cache_threshold!r}.")
         if self.echo_delay_s < 0:
             raise ValueError("echo_delay_s must be >= 0.")
+        if self.batch_wait_timeout_s < 0:
+            raise ValueError("batch_wait_timeout_s must be >= 0.")
+        if self.max_batch_size > self.max_ongoing_requests:
+            raise ValueError(f"max_batch_size ({self.max_batch_size}) is above max_ongoing_requests "
+                             f"({self.max_ongoing_requests}): a replica never holds enough requests to fill the batch; "
+                             "raise max_ongoing_requests.")
         if self.autoscaling is not None:
             if not isinstance(self.autoscaling, dict):
                 raise ValueError("autoscaling must be a dict such as {'min_replicas': 1, 'max_replicas': 2}.")
@@ -269,10 +288,11 @@ def _json_type(value) -> str:
 
 
 def build_response(text: str, new_tokens: int, seconds: float, replica: str, pid: int,
-                   cached: bool = False) -> dict:
-    """The JSON answer to a good request: the text plus who answered and how long it took."""
+                   cached: bool = False, batch_size: int = 1) -> dict:
+    """The JSON answer to a good request: the text plus who answered, how long it took and with how many
+    other requests it was generated (``batch_size``: 1 without batching, 0 for a cache hit)."""
     return {"text": text, "new_tokens": int(new_tokens), "seconds": round(float(seconds), 4),
-            "replica": replica, "pid": int(pid), "cached": bool(cached)}
+            "replica": replica, "pid": int(pid), "cached": bool(cached), "batch_size": int(batch_size)}
 
 
 def error_response(status: int, message: str) -> dict:
@@ -285,13 +305,18 @@ def cache_namespace(max_new_tokens: int) -> str:
     return f"max_new_tokens={max_new_tokens}"
 
 
-def handle_request(body, generate: Callable[[str, int], tuple[str, int]], config: ServingConfig, replica: str,
-                   pid: int | None = None, cache=None, clock: Callable[[], float] = time.perf_counter
-                   ) -> tuple[int, dict]:
+async def _inline(fn, *args):
+    return fn(*args)
+
+
+async def answer_request(body, generate, config: ServingConfig, replica: str, pid: int | None = None, cache=None,
+                         clock: Callable[[], float] = time.perf_counter, offload=_inline) -> tuple[int, dict]:
     """Validate ``body``, answer it (from ``cache`` when it holds a close prompt) and return ``(status, json)``.
 
-    ``generate(prompt, max_new_tokens) -> (text, new_tokens)``. A generator
-    error becomes a 500 with its message; nothing is raised.
+    ``generate`` is an async callable ``(prompt, max_new_tokens) -> (text, new_tokens)`` or
+    ``(text, new_tokens, batch_size)``; ``offload(fn, *args)`` runs blocking cache calls
+    (inline by default, on a worker thread in a replica). A generator error becomes a 500
+    with its message; nothing is raised.
     """
     pid = os.getpid() if pid is None else pid
     start = clock()
@@ -301,31 +326,174 @@ def handle_request(body, generate: Callable[[str, int], tuple[str, int]], config
         return error.status, error_response(error.status, error.message)
     namespace = cache_namespace(request.max_new_tokens)
     if cache is not None:
-        hit = cache.get(request.prompt, namespace=namespace)
+        hit = await offload(lambda: cache.get(request.prompt, namespace=namespace))
         if hit is not None:
-            return 200, build_response(hit, 0, clock() - start, replica, pid, cached=True)
+            return 200, build_response(hit, 0, clock() - start, replica, pid, cached=True, batch_size=0)
     try:
-        text, new_tokens = generate(request.prompt, request.max_new_tokens)
+        text, new_tokens, *batch = await generate(request.prompt, request.max_new_tokens)
     except Exception as error:  # the client gets a 500 with the reason, the replica stays up
         return 500, error_response(500, f"Generation failed: {type(error).__name__}: {error}")
     if cache is not None:
-        cache.put(request.prompt, text, namespace=namespace)
-    return 200, build_response(text, new_tokens, clock() - start, replica, pid)
+        await offload(lambda: cache.put(request.prompt, text, namespace=namespace))
+    return 200, build_response(text, new_tokens, clock() - start, replica, pid, batch_size=batch[0] if batch else 1)
+
+
+def handle_request(body, generate: Callable[[str, int], tuple[str, int]], config: ServingConfig, replica: str,
+                   pid: int | None = None, cache=None, clock: Callable[[], float] = time.perf_counter
+                   ) -> tuple[int, dict]:
+    """:func:`answer_request` for a plain blocking ``generate(prompt, max_new_tokens) -> (text, new_tokens)``."""
+    async def run(prompt, max_new_tokens):
+        return generate(prompt, max_new_tokens)
+
+    return asyncio.run(answer_request(body, run, config, replica, pid, cache, clock))
+
+
+# --- the OpenAI-compatible chat API (plain functions, no Ray) -----------------------------------
+
+@dataclass(frozen=True)
+class ChatRequest:
+    """A validated ``POST /v1/chat/completions`` body."""
+
+    messages: tuple
+    max_tokens: int
+    stream: bool = False
+    include_usage: bool = False
+    model: str = APP_NAME
+
+
+_CHAT_EXAMPLE = '{"model": "workbook-llm", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 16}'
+
+
+def parse_chat_request(body, default_max_new_tokens: int, max_new_tokens_limit: int = MAX_NEW_TOKENS_LIMIT,
+                       max_prompt_chars: int = MAX_PROMPT_CHARS) -> ChatRequest:
+    """Validate an OpenAI-style chat completion body (the subset this server implements).
+
+    Accepted: ``model`` (any string, echoed back), ``messages`` (system / user /
+    assistant messages with string content, the last one from the user),
+    ``max_tokens`` or ``max_completion_tokens``, ``stream`` and
+    ``stream_options.include_usage``. Decoding is always greedy, so sampling
+    fields are refused rather than silently ignored. Errors raise ``RequestError``
+    (400 for a body that is not a JSON object, 422 otherwise).
+    """
+    if isinstance(body, (bytes, bytearray, str)):
+        try:
+            body = json.loads(body)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise RequestError(400, f"Body is not valid JSON. Send JSON such as {_CHAT_EXAMPLE}.") from None
+    if not isinstance(body, dict):
+        raise RequestError(400, f"Body must be a JSON object. Send JSON such as {_CHAT_EXAMPLE}.")
+    unknown = sorted(set(body) - set(CHAT_FIELDS))
+    if unknown:
+        raise RequestError(422, f"Unsupported field(s): {', '.join(map(repr, unknown))} (this server decodes "
+                                f"greedily). Supported fields: {', '.join(CHAT_FIELDS)}.")
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise RequestError(422, f"Field 'messages' must be a non-empty list. Example: {_CHAT_EXAMPLE}.")
+    for index, message in enumerate(messages):
+        if not isinstance(message, dict) or message.get("role") not in CHAT_ROLES \
+                or not isinstance(message.get("content"), str):
+            raise RequestError(422, f"messages[{index}] must be {{'role': one of {', '.join(CHAT_ROLES)}, "
+                                    "'content': a string}.")
+    if messages[-1]["role"] != "user":
+        raise RequestError(422, "The last message must come from the user.")
+    if sum(len(message["content"]) for message in messages) > max_prompt_chars:
+        raise RequestError(422, f"The messages have more than {max_prompt_chars} characters in all.")
+    if "max_tokens" in body and "max_completion_tokens" in body:
+        raise RequestError(422, "Give max_tokens or max_completion_tokens, not both.")
+    max_tokens = body.get("max_tokens", body.get("max_completion_tokens", default_max_new_tokens))
+    if max_tokens is None:
+        max_tokens = default_max_new_tokens
+    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or not 1 <= max_tokens <= max_new_tokens_limit:
+        raise RequestError(422, f"max_tokens must be an integer from 1 to {max_new_tokens_limit}, "
+                                f"got {max_tokens!r}.")
+    stream = body.get("stream", False)
+    if stream is None:
+        stream = False
+    if not isinstance(stream, bool):
+        raise RequestError(422, f"Field 'stream' must be true or false, got {_json_type(stream)}.")
+    options = body.get("stream_options") or {}
+    if not isinstance(options, dict) or set(options) - {"include_usage"}:
+        raise RequestError(422, "stream_options supports only {'include_usage': true or false}.")
+    model = body.get("model", APP_NAME)
+    if not isinstance(model, str):
+        raise RequestError(422, f"Field 'model' must be a string, got {_json_type(model)}.")
+    return ChatRequest(tuple({"role": m["role"], "content": m["content"]} for m in messages), max_tokens,
+                       stream, bool(options.get("include_usage", False)), model)
+
+
+def openai_error(status: int, message: str) -> dict:
+    """An error body in the OpenAI API's shape (what its client turns into ``openai.APIStatusError``)."""
+    kind = "invalid_request_error" if status < 500 else "server_error"
+    return {"error": {"message": message, "type": kind, "param": None, "code": None}}
+
+
+def chat_completion(completion_id: str, created: int, model: str, text: str, prompt_tokens: int,
+                    completion_tokens: int, max_tokens: int) -> dict:
+    """A non-streamed ``chat.completion`` object."""
+    return {"id": completion_id, "object": "chat.completion", "created": created, "model": model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                         "finish_reason": finish_reason(completion_tokens, max_tokens)}],
+            "usage": usage(prompt_tokens, completion_tokens)}
+
+
+def chat_chunk(completion_id: str, created: int, model: str, delta: dict | None,
+               finish: str | None = None, usage_block: dict | None = None) -> dict:
+    """One ``chat.completion.chunk`` of a stream; the usage-only chunk has ``choices == []``."""
+    chunk = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model,
+             "choices": [] if delta is None else [{"index": 0, "delta": delta, "finish_reason": finish}]}
+    if usage_block is not None:
+        chunk["usage"] = usage_block
+    return chunk
+
+
+def finish_reason(completion_tokens: int, max_tokens: int) -> str:
+    """``length`` when the answer was cut at ``max_tokens``, ``stop`` when the model ended it."""
+    return "length" if completion_tokens >= max_tokens else "stop"
+
+
+def usage(prompt_tokens: int, completion_tokens: int) -> dict:
+    return {"prompt_tokens": int(prompt_tokens), "completion_tokens": int(completion_tokens),
+            "total_tokens": int(prompt_tokens + completion_tokens)}
+
+
+def sse(data) -> str:
+    """One server-sent event: ``data: <json>`` and a blank line (``[DONE]`` is sent as it is)."""
+    return f"data: {data if isinstance(data, str) else json.dumps(data)}\n\n"
 
 
 # --- generators ------------------------------------------------------------------------------
 
 class EchoGenerator:
-    """A fast fake model for tests: echoes the prompt's words after an optional delay."""
+    """A fast fake model for tests: echoes the prompt's words after an optional delay.
+
+    ``batches`` lists the size of every batch it was asked to generate.
+    """
 
     def __init__(self, delay_s: float = 0.0):
         self.delay_s = delay_s
+        self.batches: list[int] = []
 
     def __call__(self, prompt: str, max_new_tokens: int) -> tuple[str, int]:
+        return self.generate_batch([prompt], max_new_tokens)[0]
+
+    def generate_batch(self, prompts, max_new_tokens: int) -> list[tuple[str, int]]:
+        """One answer per prompt, all after a single delay (a batch costs about as much as one request)."""
+        self.batches.append(len(prompts))
         if self.delay_s:
             time.sleep(self.delay_s)
-        words = prompt.split()[:max_new_tokens]
-        return " ".join(words), len(words)
+        return [(" ".join(prompt.split()[:max_new_tokens]), len(prompt.split()[:max_new_tokens]))
+                for prompt in prompts]
+
+    def chat(self, messages, max_new_tokens: int, emit: Callable[[str], None] | None = None) -> tuple[str, int, int]:
+        """Echo the last message word by word (``emit`` gets each word as it is "generated")."""
+        prompt_tokens = sum(len(message["content"].split()) for message in messages)
+        words = messages[-1]["content"].split()[:max_new_tokens]
+        if self.delay_s:
+            time.sleep(self.delay_s)
+        for index, word in enumerate(words):
+            if emit is not None:
+                emit(word if index == 0 else " " + word)
+        return " ".join(words), len(words), prompt_tokens
 
 
 class LLMGenerator:
@@ -346,14 +514,67 @@ class LLMGenerator:
         self.model, self.tokenizer = models.load_llm(name)
 
     def __call__(self, prompt: str, max_new_tokens: int) -> tuple[str, int]:
+        return self.generate_batch([prompt], max_new_tokens)[0]
+
+    def generate_batch(self, prompts, max_new_tokens: int) -> list[tuple[str, int]]:
+        """Several prompts in one left-padded batch: one forward pass per token serves them all."""
         import torch
 
         from .generation import greedy_new_ids
 
         torch.set_num_threads(self.threads)  # per thread: keep the pool size in the worker thread too
-        new_ids = greedy_new_ids(self.model, self.tokenizer, [prompt], max_new_tokens,
-                                 exact_length=self.exact_length)[0]
-        return self.tokenizer.decode(new_ids, skip_special_tokens=True), int(new_ids.numel())
+        new_ids = greedy_new_ids(self.model, self.tokenizer, list(prompts), max_new_tokens,
+                                 exact_length=self.exact_length)
+        return [(self.tokenizer.decode(row, skip_special_tokens=True), _answer_length(row.tolist(), self.tokenizer))
+                for row in new_ids]
+
+    def chat(self, messages, max_new_tokens: int, emit: Callable[[str], None] | None = None) -> tuple[str, int, int]:
+        """Answer a chat; ``emit(text_piece)`` is called as each new token is decoded (for streaming)."""
+        import torch
+
+        from .generation import encode_prompts, render_chat
+
+        torch.set_num_threads(self.threads)
+        inputs = encode_prompts(self.tokenizer, [render_chat(self.tokenizer, list(messages))], chat=False)
+        options = dict(max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=self.tokenizer.pad_token_id)
+        if self.exact_length:
+            options["min_new_tokens"] = max_new_tokens
+        streamer = _PieceStreamer(self.tokenizer, emit)
+        with torch.no_grad():
+            # model.generate directly (not generation.greedy_new_ids): streaming needs its streamer hook
+            self.model.generate(**inputs, **options, streamer=streamer)
+        return streamer.text, len(streamer.ids), int(inputs["input_ids"].shape[1])
+
+
+def _answer_length(ids: list, tokenizer) -> int:
+    """New tokens of one batch row: up to and including the first end-of-sequence token (padding follows it)."""
+    eos = tokenizer.eos_token_id
+    return ids.index(eos) + 1 if eos is not None and eos in ids else len(ids)
+
+
+class _PieceStreamer:
+    """A transformers streamer (``put`` / ``end``) that turns each new token into the text it adds."""
+
+    def __init__(self, tokenizer, emit: Callable[[str], None] | None):
+        self.tokenizer, self.emit = tokenizer, emit
+        self.ids: list[int] = []
+        self.text = ""
+        self._prompt_seen = False
+
+    def put(self, value) -> None:
+        if not self._prompt_seen:  # generate() first hands over the prompt
+            self._prompt_seen = True
+            return
+        self.ids.extend(int(token) for token in value.reshape(-1).tolist())
+        text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
+        if text.endswith("\ufffd"):  # half of a multi-byte character: wait for the next token
+            return
+        piece, self.text = text[len(self.text):], text
+        if piece and self.emit is not None:
+            self.emit(piece)
+
+    def end(self) -> None:
+        pass
 
 
 def make_generator(config: ServingConfig):
@@ -383,9 +604,12 @@ def make_cache(config: ServingConfig):
 class LLMServer:
     """One Serve replica: a model (or fake), its torch threads, optionally a semantic cache.
 
-    ``POST /`` generates; ``GET /healthz`` says the replica is up (readiness).
-    Generation runs on one worker thread so the replica's event loop stays free
-    for health checks and the autoscaling metrics Serve collects.
+    ``POST /`` generates; ``POST /v1/chat/completions`` speaks the OpenAI chat API
+    (streamed as server-sent events with ``"stream": true``); ``GET /healthz`` says
+    the replica is up. Generation runs on one worker thread so the replica's event
+    loop stays free for health checks, streaming and the metrics Serve collects.
+    With ``max_batch_size > 1``, ``POST /`` requests go through a ``@serve.batch``
+    function that hands the worker up to that many prompts at once.
     """
 
     def __init__(self, settings: dict):
@@ -396,23 +620,140 @@ class LLMServer:
         self.cache = make_cache(self.config)
         self.replica = _replica_name()
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="generate")
+        self._generate_batched = self._make_batched() if self.config.max_batch_size > 1 else None
+
+    def _make_batched(self):
+        from ray import serve
+
+        @serve.batch(max_batch_size=self.config.max_batch_size,
+                     batch_wait_timeout_s=self.config.batch_wait_timeout_s)
+        async def generate_batched(requests: list[tuple[str, int]]) -> list[tuple[str, int, int]]:
+            # Serve collected these requests; generate those asking for the same length together.
+            loop = asyncio.get_running_loop()
+            answers: dict[int, tuple] = {}
+            for length in sorted({max_new_tokens for _, max_new_tokens in requests}):
+                group = [index for index, (_, max_new_tokens) in enumerate(requests) if max_new_tokens == length]
+                texts = await loop.run_in_executor(self._worker, self.generate.generate_batch,
+                                                   [requests[index][0] for index in group], length)
+                for index, (text, new_tokens) in zip(group, texts):
+                    answers[index] = (text, new_tokens, len(group))
+            return [answers[index] for index in range(len(requests))]
+
+        return generate_batched
+
+    async def _offload(self, fn):
+        return await asyncio.get_running_loop().run_in_executor(self._worker, fn)
+
+    async def _answer(self, body) -> tuple[int, dict]:
+        if self._generate_batched is None:
+            # The whole request on the worker: "seconds" counts generation, not the wait for the worker.
+            return await self._offload(lambda: handle_request(body, self.generate, self.config, self.replica,
+                                                              cache=self.cache))
+
+        async def batched(prompt: str, max_new_tokens: int):
+            return await self._generate_batched((prompt, max_new_tokens))
+
+        # "seconds" here runs from arrival in the replica: it includes the wait while Serve fills the batch.
+        return await answer_request(body, batched, self.config, self.replica, cache=self.cache,
+                                    offload=self._offload)
 
     async def __call__(self, request):
         from starlette.responses import JSONResponse
 
-        path = request.url.path.rstrip("/") or "/"
+        path = request.url.path
+        root = request.scope.get("root_path", "").rstrip("/")
+        if root and path.startswith(root):  # an application mounted under a route prefix
+            path = path[len(root):]
+        path = path.rstrip("/") or "/"
         if request.method == "GET" and path == HEALTH_PATH:
             return JSONResponse({"status": "ok", "replica": self.replica, "pid": os.getpid()})
+        if path == CHAT_PATH:
+            if request.method != "POST":
+                return JSONResponse(openai_error(405, f"Use POST with a JSON body such as {_CHAT_EXAMPLE}."),
+                                    status_code=405)
+            return await self._chat(await request.body())
         if path != "/":
-            return JSONResponse(error_response(404, f"No route {path!r}: POST a JSON body to '/'."), status_code=404)
+            return JSONResponse(error_response(404, f"No route {path!r}: POST a JSON body to '/' or to "
+                                                    f"'{CHAT_PATH}'."), status_code=404)
         if request.method != "POST":
             return JSONResponse(error_response(405, f"Use POST with a JSON body such as {_EXAMPLE}."),
                                 status_code=405)
-        body = await request.body()
-        loop = asyncio.get_running_loop()
-        status, payload = await loop.run_in_executor(
-            self._worker, lambda: handle_request(body, self.generate, self.config, self.replica, cache=self.cache))
+        status, payload = await self._answer(await request.body())
         return JSONResponse(payload, status_code=status)
+
+    async def _chat(self, body):
+        from starlette.responses import JSONResponse, StreamingResponse
+
+        try:
+            chat = parse_chat_request(body, self.config.default_max_new_tokens, self.config.max_new_tokens_limit)
+        except RequestError as error:
+            return JSONResponse(openai_error(error.status, error.message), status_code=error.status)
+        completion_id, created = f"chatcmpl-{os.urandom(8).hex()}", int(time.time())
+        if not chat.stream:
+            try:
+                text, new_tokens, prompt_tokens = await self._offload(
+                    lambda: self.generate.chat(chat.messages, chat.max_tokens))
+            except Exception as error:
+                return JSONResponse(openai_error(500, f"Generation failed: {type(error).__name__}: {error}"),
+                                    status_code=500)
+            return JSONResponse(chat_completion(completion_id, created, chat.model, text, prompt_tokens, new_tokens,
+                                                chat.max_tokens))
+        return StreamingResponse(self._chat_events(chat, completion_id, created), media_type="text/event-stream")
+
+    async def _chat_events(self, chat: ChatRequest, completion_id: str, created: int):
+        """Server-sent events: a role chunk, one chunk per decoded piece, the finish chunk, usage, [DONE]."""
+        loop = asyncio.get_running_loop()
+        events: asyncio.Queue = asyncio.Queue()
+
+        def emit(piece: str):  # called on the worker thread for every new token
+            loop.call_soon_threadsafe(events.put_nowait, ("piece", piece))
+
+        def work():
+            try:
+                result = self.generate.chat(chat.messages, chat.max_tokens, emit)
+            except Exception as error:
+                result = error
+            loop.call_soon_threadsafe(events.put_nowait, ("done", result))
+
+        job = loop.run_in_executor(self._worker, work)
+        yield sse(chat_chunk(completion_id, created, chat.model, {"role": "assistant", "content": ""}))
+        while True:
+            kind, value = await events.get()
+            if kind == "piece":
+                yield sse(chat_chunk(completion_id, created, chat.model, {"content": value}))
+                continue
+            if isinstance(value, Exception):
+                yield sse(openai_error(500, f"Generation failed: {type(value).__name__}: {value}"))
+            else:
+                _, new_tokens, prompt_tokens = value
+                yield sse(chat_chunk(completion_id, created, chat.model, {},
+                                     finish_reason(new_tokens, chat.max_tokens)))
+                if chat.include_usage:
+                    yield sse(chat_chunk(completion_id, created, chat.model, None,
+                                         usage_block=usage(prompt_tokens, new_tokens)))
+            break
+        await job
+        yield sse("[DONE]")
+
+
+def asgi_app(settings: dict):
+    """The replica as a plain ASGI application (no Ray): for tests, or ``uvicorn`` on one machine."""
+    from starlette.requests import Request
+
+    server = LLMServer(settings)
+
+    async def app(scope, receive, send):
+        if scope["type"] == "lifespan":  # nothing to set up or tear down
+            while True:
+                message = await receive()
+                await send({"type": message["type"] + ".complete"})
+                if message["type"] == "lifespan.shutdown":
+                    return
+        response = await server(Request(scope, receive))
+        await response(scope, receive, send)
+
+    app.server = server
+    return app
 
 
 def _replica_name() -> str:
@@ -527,20 +868,31 @@ def _init_ray(num_cpus: int, logging_level: int, quiet: bool, attempts: int = 3)
             stop_own_ray_processes()
 
 
-def deploy(config: ServingConfig):
-    """Deploy (or replace) the application on the running Serve; returns when every replica is up.
+def deploy(config: ServingConfig, name: str = APP_NAME, route_prefix: str = ROUTE_PREFIX):
+    """Deploy (or replace) application ``name`` at ``route_prefix``; returns when every replica is up.
 
     A previous version is deleted first: a rolling update would start the new
     replicas before stopping the old ones, and on a small machine the old
-    replicas hold the CPUs the new ones wait for.
+    replicas hold the CPUs the new ones wait for. Applications with other names
+    keep running (several can be compared side by side on different prefixes).
     """
     from ray import serve
 
     if not _local["started"]:
         raise RuntimeError("Start Serve first with serving.start_serve().")
-    if APP_NAME in serve.status().applications:
-        serve.delete(APP_NAME)
-    return serve.run(build_app(config), name=APP_NAME, route_prefix=ROUTE_PREFIX, blocking=False)
+    if name in serve.status().applications:
+        serve.delete(name)
+    return serve.run(build_app(config), name=name, route_prefix=route_prefix, blocking=False)
+
+
+def undeploy(*names: str) -> None:
+    """Delete the named applications (those not running are skipped)."""
+    from ray import serve
+
+    running = serve.status().applications
+    for name in names:
+        if name in running:
+            serve.delete(name)
 
 
 def stop_serve(timeout_s: float = 30.0, quiet: bool = True) -> None:

@@ -3,6 +3,8 @@
 - :func:`weight_bytes` / :func:`weight_table`: bytes of the weights alone per number format (notebook 00).
 - :func:`training_bytes_per_rank` and friends: weights, gradients and Adam state per rank under
   DDP, ZeRO-1, ZeRO-2 and ZeRO-3/FSDP, and how many accelerators a model needs (notebook 07).
+- :func:`measured_memory` / :func:`memory_parts`: what the ranks of a run *measured* with PyTorch's
+  memory tracker, grouped into kept and gathered parameters, gradients and optimizer state.
 - :func:`run_fsdp_training`: runs ``helpers.fsdp_train`` under torchrun, with a time limit and
   the rank logs in the error when it fails.
 """
@@ -110,6 +112,50 @@ def print_memory_table(parameters: int | float, ranks: int, precision: str = "mi
     for row in rows:
         print(f"{row['name']:<22}" + "".join(f"{format_bytes(row[part]):>11}"
                                              for part in ("weights", "gradients", "optimizer", "total")))
+    return rows
+
+
+# --- measured memory of a run ----------------------------------------------------------------
+
+#: How :func:`memory_parts` groups the memory tracker's categories (plain model and FSDP2).
+MEMORY_PARTS = {
+    "parameters kept": ("Parameter", "Sharded Param", "Buffer"),
+    "parameters gathered": ("Unsharded Param", "All Gather"),
+    "gradients kept": ("Gradient", "Sharded Grad"),
+    "gradients unsharded + reduce-scatter": ("Unsharded Grad", "Reduce Scatter"),
+    "optimizer state": ("Optstate", "OptState"),
+}
+
+
+def memory_parts(snapshot: dict) -> dict:
+    """Group one tracker snapshot (``{"Parameter": bytes, ...}``) into the :data:`MEMORY_PARTS`."""
+    return {part: sum(snapshot.get(kind, 0) for kind in kinds) for part, kinds in MEMORY_PARTS.items()}
+
+
+def measured_memory(report: dict) -> list[dict]:
+    """One row per rank of an ``fsdp_train`` report: its measured memory through the tracked steps.
+
+    ``model_state_peak`` is the largest model-state total (parameters, gradients and optimizer state,
+    including FSDP's gathered copies and communication buffers) seen by the memory tracker in any
+    tracked step; ``parts`` splits it by :func:`memory_parts` at that moment; ``total_peak`` is the
+    peak of every tracked tensor (activations and temporaries too). ``steps`` lists each tracked
+    step's model-state peak. ``init_rss`` is what model initialisation added to the process's
+    resident memory; ``max_rss`` the process's peak resident memory (runtime and libraries included).
+    """
+    rows = []
+    for rank in report["ranks"]:
+        memory = rank.get("memory")
+        if not memory or not memory.get("tracked_steps"):
+            raise ValueError(f"Rank {rank.get('rank')} has no tracked steps; run fsdp_train with --memory-steps >= 1.")
+        tracked = memory["tracked_steps"]
+        worst = max(tracked, key=lambda step: step["model_state_peak"])
+        rows.append({"rank": rank["rank"], "model_state_peak": worst["model_state_peak"],
+                     "parts": memory_parts(worst["model_state_at_peak"]),
+                     "total_peak": max(step["total_peak"] for step in tracked),
+                     "steps": [step["model_state_peak"] for step in tracked],
+                     "rss_before_init": memory["rss_before_init"],
+                     "init_rss": memory["rss_after_init"] - memory["rss_before_init"],
+                     "max_rss": memory["end_max_rss"]})
     return rows
 
 

@@ -36,7 +36,7 @@ class FakeClock:
 
 @pytest.fixture
 def cache():
-    return SemanticCache(embedder=BagOfWordsEmbedder(), threshold=0.8, max_entries=10)
+    return SemanticCache(embedder=BagOfWordsEmbedder(), verifier=None, threshold=0.8, max_entries=10)
 
 
 # --- LRU ---------------------------------------------------------------------------------
@@ -98,7 +98,7 @@ def test_semantic_miss_on_empty_cache_counts(cache):
 
 
 def test_threshold_decides_hit():
-    strict = SemanticCache(embedder=BagOfWordsEmbedder(), threshold=1.0)
+    strict = SemanticCache(embedder=BagOfWordsEmbedder(), verifier=None, threshold=1.0)
     strict.put("reset my password", "link")
     assert strict.get("reset my password now") is None
     assert strict.get("RESET my password") == "link"  # same words, similarity 1
@@ -120,7 +120,7 @@ def test_same_prompt_replaces_answer(cache):
 
 
 def test_lru_eviction_drops_least_recently_used():
-    cache = SemanticCache(embedder=BagOfWordsEmbedder(), threshold=0.99, max_entries=2)
+    cache = SemanticCache(embedder=BagOfWordsEmbedder(), verifier=None, threshold=0.99, max_entries=2)
     cache.put("alpha one", "A")
     cache.put("bravo two", "B")
     assert cache.get("alpha one") == "A"  # bravo is now least recently used
@@ -130,18 +130,19 @@ def test_lru_eviction_drops_least_recently_used():
     assert cache.get("alpha one") == "A" and cache.get("charlie three") == "C"
 
 
-def test_eviction_across_namespaces_keeps_indexes_consistent():
-    cache = SemanticCache(embedder=BagOfWordsEmbedder(), threshold=0.99, max_entries=1)
+def test_eviction_within_a_namespace_keeps_indexes_consistent():
+    cache = SemanticCache(embedder=BagOfWordsEmbedder(), verifier=None, threshold=0.99, max_entries=1)
     cache.put("alpha one", "A", namespace="x")
     cache.put("bravo two", "B", namespace="y")
+    cache.put("charlie three", "C", namespace="x")
     assert cache.get("alpha one", namespace="x") is None
-    assert cache.get("bravo two", namespace="y") == "B"
-    assert cache._indexes["x"].ntotal == 0 and cache._indexes["y"].ntotal == 1
+    assert cache.get("bravo two", namespace="y") == "B" and cache.get("charlie three", namespace="x") == "C"
+    assert cache._indexes["x"].ntotal == 1 and cache._indexes["y"].ntotal == 1
 
 
 def test_ttl_expires_entries_with_injected_clock():
     clock = FakeClock()
-    cache = SemanticCache(embedder=BagOfWordsEmbedder(), threshold=0.8, ttl_s=60, clock=clock)
+    cache = SemanticCache(embedder=BagOfWordsEmbedder(), verifier=None, threshold=0.8, ttl_s=60, clock=clock)
     cache.put("reset my password", "link")
     clock.now += 59
     assert cache.get("reset my password") == "link"
@@ -152,7 +153,7 @@ def test_ttl_expires_entries_with_injected_clock():
 
 def test_ttl_none_never_expires():
     clock = FakeClock()
-    cache = SemanticCache(embedder=BagOfWordsEmbedder(), ttl_s=None, clock=clock)
+    cache = SemanticCache(embedder=BagOfWordsEmbedder(), verifier=None, ttl_s=None, clock=clock)
     cache.put("reset my password", "link")
     clock.now += 10 ** 9
     assert cache.get("reset my password") == "link"
@@ -161,18 +162,18 @@ def test_ttl_none_never_expires():
 @pytest.mark.parametrize("threshold", [0, -0.1, 1.01, 2, True, "0.9"])
 def test_threshold_outside_unit_interval_is_rejected(threshold):
     with pytest.raises(ValueError, match=r"threshold must be .*\(0, 1\]"):
-        SemanticCache(embedder=BagOfWordsEmbedder(), threshold=threshold)
+        SemanticCache(embedder=BagOfWordsEmbedder(), verifier=None, threshold=threshold)
 
 
 @pytest.mark.parametrize("max_entries", [0, -3, 1.5])
 def test_bad_max_entries_is_rejected(max_entries):
     with pytest.raises(ValueError, match="max_entries"):
-        SemanticCache(embedder=BagOfWordsEmbedder(), max_entries=max_entries)
+        SemanticCache(embedder=BagOfWordsEmbedder(), verifier=None, max_entries=max_entries)
 
 
 def test_bad_ttl_is_rejected():
     with pytest.raises(ValueError, match="ttl_s"):
-        SemanticCache(embedder=BagOfWordsEmbedder(), ttl_s=0)
+        SemanticCache(embedder=BagOfWordsEmbedder(), verifier=None, ttl_s=0)
 
 
 @pytest.mark.parametrize("bad", ["", "   ", None])
@@ -280,11 +281,14 @@ def test_default_threshold_is_the_one_the_data_chooses():
 
     if not (config.DATA_DIR / "cache_pairs.jsonl").exists() or models.bundled_embedder_path() is None:
         pytest.skip("needs data/cache_pairs.jsonl and the bundled embedder")
-    pairs = data.load_cache_pairs()
+    pairs = data.load_cache_pairs("calibration") + data.load_cache_pairs("test")
     similarities = caching.pair_similarities(models.load_embedder(device="cpu"), [p["a"] for p in pairs],
                                              [p["b"] for p in pairs])
     sweep = caching.threshold_sweep(similarities, [p["same"] for p in pairs])
-    assert caching.choose_threshold(sweep, max_false_hit_rate=0.05)["threshold"] == caching.DEFAULT_THRESHOLD
+    assert caching.choose_threshold(sweep, max_false_hit_rate=0.05)["threshold"] == caching.EMBEDDING_ONLY_THRESHOLD
+    # with the verifier on, the default is a floor below every calibration paraphrase: the verifier decides
+    calibration = [s for s, p in zip(similarities, pairs) if p["split"] == "calibration" and p["same"]]
+    assert caching.DEFAULT_THRESHOLD <= min(calibration) < caching.DEFAULT_THRESHOLD + 0.05
 
 
 def test_rag_style_prompts_pair_an_excerpt_with_its_question():
@@ -297,3 +301,126 @@ def test_rag_style_prompts_pair_an_excerpt_with_its_question():
     assert all("\n\nQuestion: " in prompt and len(prompt) < 600 + 300 for prompt in prompts)
     with pytest.raises(ValueError, match="fewer"):
         rag.rag_style_prompts(10_000)
+
+
+# --- the verifier in the hit path (a fake verifier: no model) -----------------------------
+
+class RefuseWord:
+    """Refuses a candidate when the prompt contains ``word``; records what it was asked."""
+
+    def __init__(self, word="off"):
+        self.word, self.asked = word, []
+
+    def verify_candidates(self, question, candidates):
+        from helpers.cache_verifier import Verdict
+
+        self.asked.append((question, list(candidates)))
+        return [Verdict(self.word not in question.split(), ("fake",)) for _ in candidates]
+
+
+def test_verifier_is_on_by_default_and_built_lazily(monkeypatch):
+    from helpers import cache_verifier
+
+    built = []
+    fake = RefuseWord()
+    monkeypatch.setattr(cache_verifier, "load_or_train_verifier", lambda: built.append(1) or fake)
+    cache = SemanticCache(embedder=BagOfWordsEmbedder())
+    assert cache.verifies and cache.threshold == caching.DEFAULT_THRESHOLD and not built
+    cache.put("turn on sync now", "Settings > Sync.")
+    assert built == []  # storing needs no verifier
+    assert cache.get("turn on sync now please") == "Settings > Sync."
+    assert built == [1] and fake.asked[0][1] == ["turn on sync now"]
+    assert cache.get("turn off sync now") is None  # similar enough, refused by the verifier
+    assert cache.stats()["rejections"] == 1
+
+
+def test_verifier_off_uses_the_embedding_threshold():
+    cache = SemanticCache(embedder=BagOfWordsEmbedder(), verifier=None)
+    assert not cache.verifies and cache.threshold == caching.EMBEDDING_ONLY_THRESHOLD
+    cache.put("turn on sync now", "Settings > Sync.")
+    assert cache.get("turn on sync now") == "Settings > Sync."
+    assert cache.get("turn off sync now") is None  # 3 of 4 words: below 0.96
+
+
+def test_rule_vetoed_candidate_is_not_served_but_the_next_verified_one_is():
+    from helpers.cache_verifier import RuleVerifier
+
+    cache = SemanticCache(embedder=BagOfWordsEmbedder(), verifier=RuleVerifier(), threshold=0.3, candidates=3)
+    cache.put("how do i turn on camera uploads", "ON answer")
+    assert cache.get("how do i turn off camera uploads") is None  # opposite actions: vetoed
+    found = cache.lookup("how do i turn off camera uploads")
+    assert found.rejected and found.rejected[0][0] == "how do i turn on camera uploads"
+    assert "opposite actions (on/off)" in found.rejected[0][1]
+    cache.put("please turn off my camera uploads", "OFF answer")  # less similar than the ON entry, but the same
+    found = cache.lookup("how do i turn off camera uploads")
+    assert found.response == "OFF answer" and len(found.rejected) == 1
+
+
+def test_best_ranked_verified_candidate_is_served():
+    class AcceptOnly:
+        def verify_candidates(self, question, candidates):
+            from helpers.cache_verifier import Verdict
+            return [Verdict(candidate.endswith("b")) for candidate in candidates]
+
+    cache = SemanticCache(embedder=BagOfWordsEmbedder(), verifier=AcceptOnly(), threshold=0.3, candidates=3)
+    cache.put("red green blue a", "A")
+    cache.put("red green blue yellow b", "B")
+    found = cache.lookup("red green blue a")
+    assert found.response == "B" and found.similarity < 1.0 and len(found.rejected) == 1
+
+
+def test_verified_namespaces_never_leak():
+    fake = RefuseWord("nothing-refused")
+    cache = SemanticCache(embedder=BagOfWordsEmbedder(), verifier=fake, threshold=0.3)
+    cache.put("refund window", "30 days", namespace="tenant-a")
+    assert cache.get("refund window", namespace="tenant-b") is None
+    assert fake.asked == []  # nothing from tenant-a was even offered as a candidate
+
+
+def test_capacity_is_per_namespace():
+    cache = SemanticCache(embedder=BagOfWordsEmbedder(), verifier=None, threshold=0.99, max_entries=2)
+    cache.put("bravo one", "B1", namespace="b")
+    cache.put("bravo two", "B2", namespace="b")
+    for index in range(10):  # tenant a fills its own space many times over
+        cache.put(f"alpha item {index}", f"A{index}", namespace="a")
+    assert cache.get("bravo one", namespace="b") == "B1" and cache.get("bravo two", namespace="b") == "B2"
+    assert cache.get("alpha item 9", namespace="a") == "A9" and cache.get("alpha item 0", namespace="a") is None
+    assert len(cache) == 4 and cache.stats()["evictions"] == 8
+    assert cache._indexes["a"].ntotal == 2 and cache._indexes["b"].ntotal == 2
+
+
+def test_bad_verifier_and_candidates_are_rejected():
+    with pytest.raises(ValueError, match="verify_candidates"):
+        SemanticCache(embedder=BagOfWordsEmbedder(), verifier="model")
+    with pytest.raises(ValueError, match="candidates"):
+        SemanticCache(embedder=BagOfWordsEmbedder(), candidates=0)
+
+
+def test_lookup_outcomes_judge_own_entry_wrong_entry_and_false_hits():
+    cache = SemanticCache(embedder=BagOfWordsEmbedder(), verifier=None, threshold=0.5)
+    caching.populate(cache, [("alpha bravo charlie", "A"), ("delta echo foxtrot", "D")])
+    pairs = [{"id": "p1", "a": "alpha bravo charlie", "b": "alpha bravo charlie x", "same": True},
+             {"id": "p2", "a": "golf hotel india", "b": "delta echo foxtrot y", "same": True},  # served D: wrong
+             {"id": "n1", "a": "delta echo foxtrot", "b": "delta echo foxtrot z", "same": False},
+             {"id": "n2", "a": "alpha bravo charlie", "b": "kilo lima mike", "same": False}]
+    outcomes = caching.lookup_outcomes(cache, pairs)
+    assert [row["correct_hit"] for row in outcomes] == [True, False, False, False]
+    assert [row["wrong_entry_hit"] for row in outcomes] == [False, True, False, False]
+    assert [row["false_hit"] for row in outcomes] == [False, False, True, False]
+    rates = caching.outcome_rates(outcomes)
+    assert rates["hit_rate"]["value"] == 0.5 and rates["false_hit_rate"]["value"] == 0.5
+    assert rates["wrong_entry_hits"] == 1 and rates["hit_rate"]["n"] == 2
+    with pytest.raises(ValueError, match="both"):
+        caching.outcome_rates(outcomes[:2])
+
+
+def test_put_many_equals_put_one_by_one():
+    entries = [("alpha one", "A"), ("bravo two", "B"), ("Alpha  ONE", "A2"), ("charlie three", "C")]
+    one, many = (SemanticCache(embedder=BagOfWordsEmbedder(), verifier=None, max_entries=2) for _ in range(2))
+    for prompt, response in entries:
+        one.put(prompt, response)
+    many.put_many(entries)
+    assert many.embedder.calls == 1
+    stored = [[(e.prompt, e.response) for e in cache._entries.values()] for cache in (one, many)]
+    assert stored[0] == stored[1] == [("Alpha  ONE", "A2"), ("charlie three", "C")]
+    assert many.stats()["evictions"] == one.stats()["evictions"] == 1

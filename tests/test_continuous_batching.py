@@ -111,3 +111,72 @@ def test_request_stream_is_seeded_and_draws_lengths_from_the_list():
 def test_stream_sizes_come_from_the_profile():
     assert cb.stream_sizes()["batch_size"] == config.profile().continuous_batch_size
     assert config.profile("full").continuous_requests > config.profile("quick").continuous_requests
+
+
+def test_answer_lengths_count_tokens_and_clip():
+    class Tokenizer:
+        def __call__(self, text, add_special_tokens=False):
+            class Encoded:
+                input_ids = text.split()
+            return Encoded()
+
+    assert cb.answer_lengths(Tokenizer(), ["a b c", "a " * 12, "a " * 200], low=4, high=96) == [4, 12, 96]
+
+
+def test_first_divergence_finds_the_step_and_reports_the_unbatched_logit_gap(model):
+    import torch
+
+    ids = prompts(1, seed=5)[0]
+    expected = cb.greedy_reference(model, ids, 6)
+    assert cb.first_divergence(model, ids, expected, expected) is None
+    assert cb.first_divergence(model, ids, expected, expected[:3]) is None  # a prefix is not a divergence
+    changed = expected[:4] + [(expected[4] + 1) % 256] + expected[5:]
+    where = cb.first_divergence(model, ids, expected, changed)
+    assert (where["step"], where["expected"], where["got"]) == (4, expected[4], changed[4])
+    with torch.no_grad():
+        logits = model(torch.tensor([list(ids) + expected[:4]])).logits[0, -1]
+    top = torch.topk(logits, 2).values
+    assert where["top2_gap"] == pytest.approx(float(top[0] - top[1]), rel=1e-5)
+    assert where["gap_expected_vs_got"] >= where["top2_gap"] > 0  # greedy picked the top token
+
+
+def test_paging_waste_counts_reserved_and_paged_slots():
+    waste = cb.paging_waste([10, 20], [5, 30], page_size=16, reserved_new_tokens=40)
+    assert waste["used_slots"] == 65
+    assert waste["contiguous_slots"] == 10 + 40 + 20 + 40
+    assert waste["paged_slots"] == 16 + 64  # 15 tokens -> 1 page, 50 tokens -> 4 pages
+    assert waste["paged_waste"] == pytest.approx(1 - 65 / 80)
+    with pytest.raises(ValueError):
+        cb.paging_waste([1], [1, 2], page_size=16, reserved_new_tokens=4)
+
+
+def test_kv_bytes_per_token_of_the_tiny_model(model):
+    # 2 (K and V) x 2 layers x 2 KV heads x 8 dims x 4 bytes (fp32)
+    assert cb.kv_bytes_per_token(model) == 2 * 2 * 2 * 8 * 4
+
+
+def test_cache_rebuilds_count_on_the_measured_clock_but_not_as_steps(model):
+    ids = prompts(3, seed=4)
+    requests = [Request(0, 0.0, tuple(ids[0]), 6), Request(1, 0.0, tuple(ids[1]), 2),
+                Request(2, 0.5, tuple(ids[2]), 3)]
+    fixed = cb.continuous_batching(model, requests, batch_size=2, step_cost_s=1.0)
+    # 6 steps: 5 decode passes (none at step 0) + 2 prefills (steps 0 and 2) at 1 s each; rebuilds cost nothing
+    assert (fixed.steps, fixed.copy_s, fixed.busy_s) == (6, 0.0, 7.0)
+    measured = cb.continuous_batching(model, requests, batch_size=2)
+    assert measured.copy_s > 0.0  # request 1 left and request 2 joined: two rebuilds were timed
+    assert measured.busy_s > measured.copy_s
+    assert cb.static_batching(model, requests, batch_size=2).copy_s == 0.0  # static never rebuilds a batch
+
+
+def test_library_continuous_batching_matches_unbatched_greedy_and_reports_pages(model):
+    ids = prompts(5, seed=6)
+    requests = [Request(i, 0.0, tuple(prompt), n) for i, (prompt, n) in enumerate(zip(ids, [3, 9, 5, 12, 4]))]
+    served = cb.library_continuous_batching(model, requests, batch_size=2, eos_token_id=None, page_size=4,
+                                            num_blocks=64)
+    assert sorted(served["tokens"]) == list(range(5))  # none lost or duplicated
+    for request in requests:
+        assert served["tokens"][request.index] == cb.greedy_reference(model, request.prompt_ids,
+                                                                      request.max_new_tokens), request.index
+    assert served["page_size"] == 4 and served["seconds"] > 0
+    # two requests of at most 11 + 12 tokens run at once: at least 2 pages of 4, never the whole pool
+    assert 2 <= served["peak_pages_in_use"] < served["pages"]

@@ -56,6 +56,19 @@ def test_cache_pairs_have_both_kinds():
     assert all(pair["same"] == (pair["kind"] == "paraphrase") for pair in pairs)
 
 
+def test_cache_pair_splits_are_disjoint_and_ids_unique():
+    pairs = data.load_cache_pairs()
+    assert len({pair["id"] for pair in pairs}) == len(pairs)
+    by_split = {split: data.load_cache_pairs(split) for split in data.CACHE_PAIR_SPLITS}
+    assert sum(len(rows) for rows in by_split.values()) == len(pairs)  # every pair has a known split
+    other = by_split["other_topics"]
+    assert Counter(pair["kind"] for pair in other) == {"paraphrase": 40, "near_miss": 40}
+    seen = {(pair["a"].lower(), pair["b"].lower()) for split in ("calibration", "test") for pair in by_split[split]}
+    assert not any((pair["a"].lower(), pair["b"].lower()) in seen for pair in other)
+    with pytest.raises(data.DataError, match="other_topics"):
+        data.load_cache_pairs("validation")
+
+
 def test_unknown_split_and_bad_files_give_clear_errors(tmp_path):
     with pytest.raises(data.DataError, match="train, validation, test"):
         data.load_tickets("dev")

@@ -58,8 +58,9 @@ def test_a_deployment_that_goes_down_mid_run_counts_as_failed():
 
 
 def test_summarize_counts_throughput_and_percentiles():
-    outcomes = ([Outcome("answered", latency, 200, replica=replica, server_s=latency / 2)
-                 for latency, replica in [(0.1, "a"), (0.2, "b"), (0.3, "a"), (0.4, "b"), (1.0, "a")]]
+    outcomes = ([Outcome("answered", latency, 200, replica=replica, server_s=latency / 2, batch_size=size)
+                 for latency, replica, size in [(0.1, "a", 1), (0.2, "b", 4), (0.3, "a", 4), (0.4, "b", 4),
+                                                (1.0, "a", 2)]]
                 + [Outcome("shed", 0.005, 503, "HTTP 503: busy")] * 3
                 + [Outcome("failed", 2.0, None, "timeout after 2.0 s"), Outcome("failed", 0.1, 500, "HTTP 500: boom")])
     report = loadtest.summarize(outcomes, duration_s=2.5, unsent=1)
@@ -70,6 +71,7 @@ def test_summarize_counts_throughput_and_percentiles():
     assert report.p99_ms == pytest.approx(np.percentile([100, 200, 300, 400, 1000], 99))
     assert report.mean_ms == pytest.approx(400.0)
     assert report.server_p50_ms == pytest.approx(150.0)
+    assert report.mean_batch_size == pytest.approx(3.0)  # answered requests only
     assert report.shed_p50_ms == pytest.approx(5.0)  # shed latencies are kept apart from answered ones
     assert report.replica_counts == {"a": 3, "b": 2}
     assert report.status_counts == {"200": 5, "500": 1, "503": 3, "no response": 1}
@@ -202,3 +204,47 @@ def test_table_aligns_rows():
     text = loadtest.table([{"run": "a", "n": 1}, {"run": "longer", "n": None}])
     assert text.splitlines() == ["run     n", "a       1", "longer  -"]
     assert loadtest.table([]) == ""
+
+
+def test_cpu_meter_adds_up_blocks_by_role():
+    from helpers import loadtest
+
+    snapshots = iter([
+        {1: ("load client", 10.0), 2: ("replicas", 100.0)},
+        {1: ("load client", 10.5), 2: ("replicas", 101.5), 3: ("replicas", 0.25)},  # pid 3 started inside
+        {1: ("load client", 11.0), 2: ("replicas", 102.0)},
+        {1: ("load client", 11.5), 2: ("replicas", 103.0)},
+    ])
+    meter = loadtest.CpuMeter(snapshot=lambda: next(snapshots))
+    with meter:
+        pass
+    with meter:
+        pass
+    assert meter.seconds["load client"] == 1.0
+    assert meter.seconds["replicas"] == 1.5 + 0.25 + 1.0
+    meter.wall_s = 2.0  # the blocks above took no real time; fix the wall time to check the share
+    assert meter.share("load client", cores=2) == 0.25 and meter.share("nobody", cores=2) == 0.0
+
+
+def test_process_roles_and_a_real_snapshot():
+    from helpers import ray_processes
+
+    assert ray_processes.process_role("ray::ServeReplica:workbook-llm:LLMServer") == "replicas"
+    assert ray_processes.process_role("ray::ProxyActor") == "Serve proxy"
+    assert ray_processes.process_role("ray::ServeController") == "Serve controller"
+    assert ray_processes.process_role("/x/ray/core/src/ray/raylet/raylet --flag") == "other Ray processes"
+    import os
+
+    mine = ray_processes.cpu_seconds_by_process()[os.getpid()]
+    assert mine[0] == "load client" and mine[1] > 0
+
+
+def test_stream_outcome_per_token_latency():
+    from helpers.loadtest import StreamOutcome, StreamReport
+
+    outcome = StreamOutcome(True, 1.0, first_token_s=0.4, tokens=4, chunk_times_s=(0.4, 0.5, 0.6, 0.7))
+    assert abs(outcome.per_token_s - 0.1) < 1e-12
+    assert StreamOutcome(True, 1.0, 0.4, 1, (0.4,)).per_token_s is None
+    report = StreamReport((outcome, StreamOutcome(False, 2.0, detail="timeout")), duration_s=2.0)
+    assert report.failed == 1 and report.first_token_ms == [400.0]
+    assert report.quartiles([]) is None and report.quartiles([1.0, 2.0, 3.0])[1] == 2.0

@@ -176,3 +176,115 @@ def test_exercise_checks():
     assert nb05.check_05_2(40.0, memory_bandwidth_gb_s=2.0, model_bytes=200e6) is False
     assert nb05.check_05_3(7e9 * 4.127 / 8) is True
     assert nb05.check_05_3(3.5e9 * 2) is False
+
+
+def q4_1_grid_weight(rows=8, columns=64, seed=0):
+    """Weights already on a Q4_1-style grid: per group of 32, fp16 minimum + fp16 scale x (0..15), both ends used."""
+    generator = torch.Generator().manual_seed(seed)
+    codes = torch.randint(0, 16, (rows, columns // 32, 32), generator=generator)
+    codes[..., 0], codes[..., 1] = 0, 15
+    scale = (torch.rand(rows, columns // 32, 1, generator=generator) * 0.01 + 0.001).half().float()
+    minimum = (-torch.rand(rows, columns // 32, 1, generator=generator) * 0.05).half().float()
+    return (minimum + scale * codes).reshape(rows, columns)
+
+
+def round_trip(weight, scheme, group_size):
+    q = quantization.quantize_groups(weight, scheme, group_size)
+    return quantization.dequantize_groups(q["codes"], q["scale"], q["minimum"], scheme, group_size)
+
+
+def test_int4_affine_in_groups_of_32_reproduces_a_q4_1_grid():
+    weight = q4_1_grid_weight()
+    assert torch.allclose(round_trip(weight, "int4_affine", 32), weight, atol=1e-6)
+    # blocks of 64 span two Q4_1 groups with different grids: no longer lossless
+    assert (round_trip(weight, "int4_affine", 64) - weight).abs().max() > 1e-4
+
+
+def test_int8_symmetric_and_nf4_round_trips():
+    weight = torch.randn(16, 64, generator=torch.Generator().manual_seed(2)) * 0.05
+    int8 = round_trip(weight, "int8_symmetric", 32)
+    scale = weight.reshape(16, 2, 32).abs().amax(-1, keepdim=True) / 127
+    assert ((int8 - weight).reshape(16, 2, 32).abs() <= scale * 0.5 + 1e-4).all()
+    # NF4 with fp16 block scales agrees with the fp32-scale simulation up to the scale's rounding
+    assert torch.allclose(round_trip(weight, "nf4", 64), quantization.simulate_nf4(weight), atol=2e-4)
+    with pytest.raises(ValueError, match="groups of 48"):
+        quantization.quantize_groups(weight, "nf4", 48)
+
+
+def test_pack_nibbles_round_trip():
+    codes = torch.randint(0, 16, (5, 12), dtype=torch.uint8)
+    packed = quantization.pack_nibbles(codes)
+    assert packed.shape == (5, 6) and torch.equal(quantization.unpack_nibbles(packed), codes)
+
+
+def test_group_quantized_copy_shares_the_tied_matrix_and_counts_bytes():
+    model = tiny_llama()
+    names = quantization.block_linears(model)
+    quantized = quantization.group_quantized_copy(model, {name: ("int4_affine", 32) for name in names},
+                                                  embedding=("int8_symmetric", 32))
+    expected = sum(quantization.group_quantized_bytes(tuple(layer.weight.shape), "int4_affine", 32)
+                   for layer in names.values())
+    expected += quantization.group_quantized_bytes((128, 64), "int8_symmetric", 32)  # once: tied
+    norms = sum(p.numel() * 4 for n, p in model.named_parameters() if "norm" in n)
+    parts = quantization.component_bytes(quantized)
+    total = metrics.model_bytes(quantized)
+    assert sum(parts.values()) == total
+    assert parts["embedding / lm_head"] == quantization.group_quantized_bytes((128, 64), "int8_symmetric", 32)
+    assert total - norms - expected < 2000  # rotary buffers
+    ids = torch.randint(0, 128, (1, 9))
+    with torch.no_grad():
+        reference, approximate = model(ids).logits, quantized(ids).logits
+        embedded = quantized.model.embed_tokens(ids)
+    assert torch.allclose(embedded[0, 3], quantized.lm_head.dequantized_weight()[ids[0, 3]])
+    assert (reference - approximate).abs().max() < 0.2
+    assert isinstance(model.lm_head, torch.nn.Linear)  # the original is untouched
+
+
+def test_component_bytes_of_an_fp32_model():
+    model = tiny_llama()
+    parts = quantization.component_bytes(model)
+    assert parts["embedding / lm_head"] == 128 * 64 * 4  # tied: once
+    assert parts["block projections"] == quantization.parameter_split(model)["projection_weights"] * 4
+
+
+def test_layer_sensitivity_restores_weights_and_rounds_one_layer_at_a_time():
+    import copy
+
+    model = tiny_llama()
+    ids = torch.randint(0, 128, (2, 12), generator=torch.Generator().manual_seed(3))
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    increases = quantization.layer_sensitivity(model, ids)
+    assert len(increases) == 2
+    assert all(torch.equal(p, before[name]) for name, p in model.named_parameters())
+    by_hand = copy.deepcopy(model)  # layer 1 alone rounded by hand gives the same increase
+    with torch.no_grad():
+        for name, layer in quantization.block_linears(by_hand).items():
+            if ".layers.1." in f".{name}.":
+                layer.weight.copy_(round_trip(layer.weight, "nf4", 64))
+    expected = quantization.calibration_nll(by_hand, ids) - quantization.calibration_nll(model, ids)
+    assert increases[1] == pytest.approx(expected, abs=1e-6)
+    assert increases[1] != increases[0]
+
+
+def test_rounded_in_place_scores_what_the_quantized_copy_computes():
+    model = tiny_llama()
+    plan = {name: ("int4_affine", 32) for name in quantization.block_linears(model)}
+    embedding = ("int8_symmetric", 32)
+    ids = torch.randint(0, 128, (1, 10), generator=torch.Generator().manual_seed(4))
+    built = quantization.group_quantized_copy(model, plan, embedding)
+    with quantization.rounded_in_place(model, plan, embedding):
+        simulated = quantization.calibration_nll(model, ids)
+    assert simulated == pytest.approx(quantization.calibration_nll(built, ids), abs=1e-5)
+    assert quantization.plan_bytes(model, plan, embedding) == metrics.model_bytes(built)
+    assert quantization.calibration_nll(model, ids) != pytest.approx(simulated, abs=1e-7)  # restored
+
+
+def test_capture_inputs_and_outlier_columns():
+    model = tiny_llama()
+    ids = torch.randint(0, 128, (7,))
+    inputs = quantization.capture_inputs(model, model.model.layers[0].mlp.up_proj, ids)
+    assert inputs.shape == (7, 64)
+    activations = torch.zeros(4, 10)
+    activations[2, 3], activations[0, 7] = 9.0, -6.5
+    assert quantization.outlier_columns(activations, 6.0) == 2
+    assert quantization.outlier_columns(activations, 0.0) == 2

@@ -1,3 +1,4 @@
+import asyncio
 import json
 import time
 
@@ -75,7 +76,7 @@ def test_handle_request_answers_with_replica_and_timing():
                                              config, replica="r1", pid=7, clock=lambda: next(ticks))
     assert status == 200
     assert payload == {"text": "one two three four", "new_tokens": 4, "seconds": 0.25, "replica": "r1", "pid": 7,
-                       "cached": False}
+                       "cached": False, "batch_size": 1}
 
 
 def test_handle_request_turns_bad_input_into_status_and_error_body():
@@ -138,7 +139,7 @@ def test_handle_request_with_a_real_semantic_cache():
         calls.append(prompt)
         return "Open Settings, then Security.", 5
 
-    cache = caching.SemanticCache(embedder=LetterCounts(), threshold=0.99)
+    cache = caching.SemanticCache(embedder=LetterCounts(), threshold=0.99, verifier=None)  # embedding match only
     config = ServingConfig(backend="echo", semantic_cache=True)
     first = serving.handle_request({"prompt": "How do I reset my password?"}, counting, config, "r", cache=cache)[1]
     again = serving.handle_request({"prompt": "how do I reset my password"}, counting, config, "r", cache=cache)[1]
@@ -211,7 +212,7 @@ def test_real_serve_app_answers_refuses_and_shuts_down():
     import httpx
 
     start = time.perf_counter()
-    url = serving.start_serve(num_cpus=1)
+    url = serving.start_serve(num_cpus=2)  # two applications side by side, one CPU each
     port = int(url.rsplit(":", 1)[1])
     try:
         assert url.startswith("http://127.0.0.1:")
@@ -235,6 +236,29 @@ def test_real_serve_app_answers_refuses_and_shuts_down():
         serving.deploy(ServingConfig(backend="echo", num_replicas=1, default_max_new_tokens=1))
         again = httpx.post(url + "/", json={"prompt": "alpha beta"}, timeout=30)
         assert again.status_code == 200 and again.json()["text"] == "alpha"
+        # A second application beside it, under its own route prefix, batching with @serve.batch.
+        serving.deploy(ServingConfig(backend="echo", echo_delay_s=0.2, max_batch_size=4, max_ongoing_requests=4,
+                                     batch_wait_timeout_s=1.0, default_max_new_tokens=3), name="batched",
+                       route_prefix="/batched")
+
+        async def four_at_once():
+            async with httpx.AsyncClient() as client:
+                return await asyncio.gather(*(client.post(url + "/batched/", json={"prompt": f"w{i} a b c"},
+                                                          timeout=30) for i in range(4)))
+
+        replies = asyncio.run(four_at_once())
+        assert [reply.status_code for reply in replies] == [200] * 4
+        assert sorted(reply.json()["text"] for reply in replies) == [f"w{i} a b" for i in range(4)]
+        assert [reply.json()["batch_size"] for reply in replies] == [4] * 4
+        assert httpx.post(url + "/", json={"prompt": "alpha beta"}, timeout=30).json()["batch_size"] == 1
+        # The OpenAI chat API, streamed through Serve's proxy, with the official client.
+        openai = pytest.importorskip("openai")
+        client = openai.OpenAI(base_url=url + "/batched/v1", api_key="unused", max_retries=0, timeout=30)
+        stream = client.chat.completions.create(model="m", messages=[{"role": "user", "content": "p q r s"}],
+                                                max_tokens=3, stream=True)
+        assert "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices) == "p q r"
+        serving.undeploy("batched", "not-deployed")
+        assert "batched" not in serve_status_applications()
     finally:
         serving.stop_serve()
     assert ray_processes.ray_processes() == []
@@ -245,8 +269,137 @@ def test_real_serve_app_answers_refuses_and_shuts_down():
         serving.deploy(ServingConfig(backend="echo"))
 
 
+def serve_status_applications():
+    from ray import serve
+
+    return serve.status().applications
+
+
 def test_json_bodies_round_trip():
     assert json.loads(json.dumps(serving.error_response(422, "x"))) == {"error": "x", "status": 422}
+
+
+# --- batching, the OpenAI-compatible chat API, a real server on 127.0.0.1 without Ray ----------------
+
+def test_batch_size_must_fit_in_the_replica():
+    with pytest.raises(ValueError, match="raise max_ongoing_requests"):
+        ServingConfig(max_batch_size=4, max_ongoing_requests=2)
+    assert ServingConfig(max_batch_size=4, max_ongoing_requests=4).max_batch_size == 4
+
+
+def test_answer_length_stops_at_the_first_end_of_sequence():
+    class Tok:
+        eos_token_id = 2
+
+    assert serving._answer_length([5, 6, 2, 2, 2], Tok()) == 3
+    assert serving._answer_length([5, 6, 7], Tok()) == 3
+
+
+def test_echo_generator_batches_and_streams():
+    echo = serving.EchoGenerator()
+    assert echo.generate_batch(["a b c", "d"], 2) == [("a b", 2), ("d", 1)] and echo.batches == [2]
+    pieces = []
+    text, new_tokens, prompt_tokens = echo.chat([{"role": "system", "content": "be brief"},
+                                                 {"role": "user", "content": "x y z"}], 2, pieces.append)
+    assert (text, new_tokens, prompt_tokens) == ("x y", 2, 5) and "".join(pieces) == "x y"
+
+
+def test_llm_generator_batch_and_stream_with_a_tiny_model(monkeypatch, tiny_llama, llm_tokenizer):
+    from helpers import models
+
+    monkeypatch.setattr(models, "load_llm", lambda name=None: (tiny_llama, llm_tokenizer))
+    generate = serving.LLMGenerator(threads=1, exact_length=True)
+    answers = generate.generate_batch(["Where is my invoice?", "Hi"], 4)
+    assert [new_tokens for _, new_tokens in answers] == [4, 4]
+    pieces = []
+    text, new_tokens, prompt_tokens = generate.chat([{"role": "user", "content": "Where is my invoice?"}], 5,
+                                                    pieces.append)
+    assert new_tokens == 5 and prompt_tokens > 3 and "".join(pieces) == text
+
+
+@pytest.mark.parametrize("body, status, words", [
+    (b"{oops", 400, "not valid JSON"),
+    ({"messages": []}, 422, "non-empty list"),
+    ({"messages": [{"role": "robot", "content": "x"}]}, 422, "messages[0]"),
+    ({"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}]}, 422, "last message"),
+    ({"messages": [{"role": "user", "content": "x"}], "max_tokens": 65}, 422, "from 1 to 64"),
+    ({"messages": [{"role": "user", "content": "x"}], "temperature": 0.7}, 422, "'temperature'"),
+    ({"messages": [{"role": "user", "content": "x"}], "stream": "yes"}, 422, "'stream' must be true or false"),
+])
+def test_bad_chat_requests(body, status, words):
+    with pytest.raises(RequestError) as caught:
+        serving.parse_chat_request(body, default_max_new_tokens=8, max_new_tokens_limit=64)
+    assert caught.value.status == status and words in caught.value.message
+
+
+def test_good_chat_request_and_response_shapes():
+    chat = serving.parse_chat_request({"model": "m", "messages": [{"role": "user", "content": "hi"}],
+                                       "max_completion_tokens": 3, "stream": True,
+                                       "stream_options": {"include_usage": True}}, 8)
+    assert (chat.max_tokens, chat.stream, chat.include_usage, chat.model) == (3, True, True, "m")
+    assert serving.parse_chat_request({"messages": [{"role": "user", "content": "hi"}]}, 8).max_tokens == 8
+    done = serving.chat_completion("id", 1, "m", "hello", 4, 3, max_tokens=3)
+    assert done["choices"][0]["finish_reason"] == "length" and done["usage"]["total_tokens"] == 7
+    assert serving.finish_reason(2, 3) == "stop"
+    assert serving.sse("[DONE]") == "data: [DONE]\n\n"
+    assert json.loads(serving.sse({"a": 1})[len("data: "):]) == {"a": 1}
+
+
+@pytest.fixture
+def echo_server():
+    """The replica as a plain ASGI app under uvicorn on 127.0.0.1 (no Ray); yields (base url, app)."""
+    import threading
+
+    uvicorn = pytest.importorskip("uvicorn")
+    app = serving.asgi_app(ServingConfig(backend="echo", echo_delay_s=0.05, default_max_new_tokens=4,
+                                         max_new_tokens_limit=16).to_settings())
+    port = serving.free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.started, "uvicorn did not start"
+    try:
+        yield f"http://127.0.0.1:{port}", app
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+def test_openai_client_talks_to_the_chat_endpoint(echo_server):
+    openai = pytest.importorskip("openai")
+    url, _ = echo_server
+    client = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0, timeout=30)
+    messages = [{"role": "user", "content": "one two three four five six"}]
+    answer = client.chat.completions.create(model="workbook-llm", messages=messages, max_tokens=3)
+    assert answer.choices[0].message.content == "one two three" and answer.choices[0].finish_reason == "length"
+    assert answer.usage.completion_tokens == 3 and answer.model == "workbook-llm"
+    stream = client.chat.completions.create(model="workbook-llm", messages=messages, max_tokens=5, stream=True,
+                                            stream_options={"include_usage": True})
+    chunks = list(stream)
+    pieces = [chunk.choices[0].delta.content for chunk in chunks if chunk.choices and chunk.choices[0].delta.content]
+    assert pieces == ["one", " two", " three", " four", " five"]
+    assert [chunk.choices[0].finish_reason for chunk in chunks if chunk.choices][-1] == "length"
+    assert chunks[-1].usage.completion_tokens == 5 and chunks[-1].choices == []
+    with pytest.raises(openai.UnprocessableEntityError, match="max_tokens"):
+        client.chat.completions.create(model="workbook-llm", messages=messages, max_tokens=99)
+
+
+def test_stream_chats_measures_first_token_and_per_token_latency(echo_server):
+    pytest.importorskip("openai")
+    from helpers import loadtest
+
+    url, _ = echo_server
+    report = loadtest.stream_chats(url + "/v1", ["a b c d", "e f g h", "i j k l"], concurrency=2, max_tokens=4,
+                                   time_limit_s=30, progress=False)
+    assert len(report.ok) == 3 and report.failed == 0 and report.unsent == 0
+    assert all(outcome.tokens == 4 and len(outcome.chunk_times_s) == 4 for outcome in report.ok)
+    assert min(report.first_token_ms) >= 50  # the echo model's 0.05 s "prefill" comes before the first token
+    assert len(report.per_token_ms) == 3
+    broken = loadtest.stream_chats(url + "/v1", ["a"], concurrency=1, max_tokens=99, time_limit_s=30, progress=False)
+    assert broken.failed == 1 and "UnprocessableEntity" in broken.outcomes[0].detail
 
 
 # --- exercise checks of notebook 11 ---------------------------------------------------------------

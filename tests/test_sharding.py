@@ -4,6 +4,8 @@ import pytest
 
 from helpers import sharding
 from helpers.exercises import nb07
+from helpers.fsdp_train import (backend_for_this_machine, load_local_shards, memory_tracker, model_state_bytes,
+                                shard_rows, sharded_model_from_checkpoint)
 
 
 def test_weight_bytes_kept_from_notebook_00():
@@ -127,3 +129,165 @@ def test_exercise_checks():
     assert nb07.check_07_3(0.25) is True
     assert nb07.check_07_3(0.5) is False
     assert nb07.check_07_1(None) is False
+
+
+# --- meta-device initialisation, measured memory, backend choice ---------------------------------
+
+def _tiny_llama():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                         num_key_value_heads=2, vocab_size=131, tie_word_embeddings=True)
+    return LlamaForCausalLM(config)
+
+
+class _OneRankGroup:
+    """A one-process gloo group for tests that need torch.distributed (left alone if one exists)."""
+
+    def __enter__(self):
+        import torch.distributed as dist
+
+        self.started = not dist.is_initialized()
+        if self.started:
+            dist.init_process_group("gloo", init_method="tcp://127.0.0.1:0", rank=0, world_size=1)
+        return self
+
+    def __exit__(self, *exc):
+        import torch.distributed as dist
+
+        if self.started:
+            dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("rows, world_size", [(576, 2), (131, 2), (131, 4), (3, 4), (10, 3)])
+def test_shard_rows_follow_torch_chunk(rows, world_size):
+    import torch
+
+    chunks = torch.arange(rows).chunk(world_size)
+    for rank in range(world_size):
+        first, count = shard_rows(rows, rank, world_size)
+        expected = chunks[rank].tolist() if rank < len(chunks) else []
+        assert list(range(first, first + count)) == expected
+    with pytest.raises(ValueError):
+        shard_rows(10, 2, 2)
+
+
+def test_meta_init_loads_the_checkpoint_exactly(tmp_path):
+    import torch
+    from torch.distributed.device_mesh import init_device_mesh
+
+    torch.manual_seed(0)
+    reference = _tiny_llama().eval()
+    reference.save_pretrained(tmp_path)  # safetensors; the tied LM head is stored once
+    batch = torch.randint(0, 131, (2, 7))
+    with _OneRankGroup(), torch.no_grad():
+        mesh = init_device_mesh("cpu", (1,))
+        model, checkpoint = sharded_model_from_checkpoint(str(tmp_path), mesh, "cpu")
+        model.eval()
+        assert str(checkpoint).endswith("model.safetensors")
+        assert not any(p.is_meta for p in model.parameters()) and not any(b.is_meta for b in model.buffers())
+        torch.testing.assert_close(model(input_ids=batch).logits, reference(input_ids=batch).logits)
+
+
+def test_load_local_shards_rejects_a_mismatched_checkpoint(tmp_path):
+    from safetensors.torch import save_file
+
+    model = _tiny_llama()
+    embeddings_only = {"model.embed_tokens.weight": model.model.embed_tokens.weight.detach().clone()}
+    save_file(embeddings_only, tmp_path / "x.safetensors")
+    with pytest.raises(KeyError, match="not in"):
+        load_local_shards(model, tmp_path / "x.safetensors", rank=0, world_size=1)
+
+
+def test_memory_tracker_sees_weights_gradients_and_adam_state():
+    import torch
+
+    torch.manual_seed(0)
+    model = _tiny_llama()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    batch = torch.randint(0, 131, (2, 8))
+
+    def step():
+        model(input_ids=batch, labels=batch).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    step()  # creates Adam's state
+    with memory_tracker(model, optimizer, sharded=False, device="cpu") as tracker:
+        step()
+    weights = sum(p.numel() * 4 for p in model.parameters())
+    buffers = sum(b.numel() * b.element_size() for b in model.buffers())
+    adam = 2 * weights + 4 * sum(1 for _ in model.parameters())  # momentum, variance, a scalar step each
+    parts = sharding.memory_parts(tracker.model_state_at_peak)
+    # At the optimizer step all three exist at once: 4 + 4 + 8 bytes per parameter (+ buffers, step counters),
+    # plus the temporaries AdamW's update allocates while it runs (filed as optimizer state, less than the weights).
+    assert parts["parameters kept"] == weights + buffers and parts["gradients kept"] == weights
+    assert adam <= parts["optimizer state"] < adam + weights
+    assert tracker.model_state_peak == weights + buffers + weights + parts["optimizer state"]
+    assert model_state_bytes({"Activation": 5, "Temp": 7, "Parameter": 3}) == 3
+
+
+def test_fsdp_memory_tracker_counts_the_gathered_copy():
+    import torch
+    from torch.distributed.fsdp import fully_shard
+
+    torch.manual_seed(0)
+    with _OneRankGroup():
+        model = _tiny_llama()
+        for layer in model.model.layers:
+            fully_shard(layer)
+        fully_shard(model)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        batch = torch.randint(0, 131, (2, 8))
+        model(input_ids=batch, labels=batch).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        with memory_tracker(model, optimizer, sharded=True, device="cpu") as tracker:
+            model(input_ids=batch, labels=batch).loss.backward()
+    parts = sharding.memory_parts(tracker.model_state_at_peak)
+    weights = sum(p.numel() * 4 for p in model.parameters())
+    assert parts["parameters gathered"] > 0  # FSDP all-gathers even on one rank; the tracker must see it
+    assert parts["parameters kept"] >= weights and parts["optimizer state"] >= 2 * weights
+
+
+def _fake_report(peaks_by_rank):
+    ranks = []
+    for rank, peaks in enumerate(peaks_by_rank):
+        steps = [{"model_state_peak": peak, "model_state_at_peak": {"Sharded Param": peak - 10, "Unsharded Grad": 10},
+                  "total_peak": peak + 100} for peak in peaks]
+        ranks.append({"rank": rank, "memory": {"tracked_steps": steps, "rss_before_init": 1000,
+                                               "rss_after_init": 1600, "end_max_rss": 5000}})
+    return {"ranks": ranks}
+
+
+def test_measured_memory_keeps_each_ranks_worst_step():
+    rows = sharding.measured_memory(_fake_report([[50, 70], [60, 40]]))
+    assert [row["model_state_peak"] for row in rows] == [70, 60]
+    assert rows[0]["parts"]["parameters kept"] == 60 and rows[0]["parts"]["gradients unsharded + reduce-scatter"] == 10
+    assert rows[0]["total_peak"] == 170 and rows[1]["steps"] == [60, 40] and rows[0]["init_rss"] == 600
+    with pytest.raises(ValueError, match="tracked steps"):
+        sharding.measured_memory(_fake_report([[]]))
+
+
+def test_stacked_bar_chart_stacks_parts():
+    from helpers import plots
+
+    figure = plots.stacked_bar_chart(["a", "b"], {"x": [1, 2], "y": [3, 4]}, "t", "GB")
+    bars = figure.axes[0].patches
+    assert len(bars) == 4
+    assert [bar.get_y() for bar in bars[2:]] == [1, 2]  # the second part sits on the first
+    with pytest.raises(ValueError):
+        plots.stacked_bar_chart(["a", "b"], {"x": [1]}, "t", "GB")
+
+
+@pytest.mark.parametrize("cuda, gpus, local_ranks, expected", [
+    (True, 8, "8", ("nccl", "cuda")),   # a node of the 2 x 8 GPU job: NCCL on its own GPU per rank
+    (True, 1, "2", ("gloo", "cpu")),    # two ranks cannot share one GPU under NCCL
+    (False, 0, "2", ("gloo", "cpu")),   # this workbook's laptop case
+])
+def test_backend_follows_the_hardware(monkeypatch, cuda, gpus, local_ranks, expected):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
+    assert backend_for_this_machine("auto", {"LOCAL_WORLD_SIZE": local_ranks, "WORLD_SIZE": "16"}) == expected

@@ -1,4 +1,4 @@
-"""Exercise checks for notebook 08 (caching and batching)."""
+"""Exercise checks for notebook 08 (caching)."""
 from __future__ import annotations
 
 import numbers
