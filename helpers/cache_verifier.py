@@ -518,7 +518,6 @@ def load_or_train_verifier(seed: int = 0, retrain: bool = False, source: str | N
     (half of the calibration split) with :func:`choose_decision_threshold`.
     """
     import json
-    import shutil
 
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -560,13 +559,5 @@ def load_or_train_verifier(seed: int = 0, retrain: bool = False, source: str | N
     threshold = choose_decision_threshold(tune_scores, [pair["same"] for pair in tune_pairs])
     info = {"recipe": recipe, "threshold": threshold, "train_pairs": len(train_pairs), "train_seconds": seconds,
             "losses": losses, "tune_scores": tune_scores, "tune_same": [pair["same"] for pair in tune_pairs]}
-    partial = path.with_name(path.name + ".partial")
-    if partial.exists():
-        shutil.rmtree(partial)
-    model.save_pretrained(partial, safe_serialization=True)
-    tokenizer.save_pretrained(partial)
-    (partial / "workbook_verifier.json").write_text(json.dumps(info), encoding="utf-8")
-    if path.exists():
-        shutil.rmtree(path)
-    partial.rename(path)
+    models.save_trained(model, tokenizer, path, {"workbook_verifier.json": info})
     return TrainedVerifier(model.eval(), tokenizer, threshold, info=info)

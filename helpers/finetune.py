@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import random
-import shutil
 import tempfile
 from pathlib import Path
 from typing import Sequence
@@ -20,6 +19,7 @@ from tqdm.auto import tqdm
 from . import config
 from .data import LABELS, Ticket
 from .labels import UNKNOWN, parse_label
+from .models import save_trained
 
 # --- the LLM triage task ---------------------------------------------------------------
 
@@ -425,17 +425,7 @@ def load_or_train_ticket_classifier(epochs: int | None = None, seed: int = 0, re
     model, tokenizer = new_ticket_classifier(source, seed=seed)
     losses = train_sequence_classifier(model, tokenizer, train_tickets, epochs=epochs, seed=seed,
                                        progress=progress, desc="fine-tune MiniLM")
-    partial = cache_path.with_name(cache_path.name + ".partial")
-    if partial.exists():
-        shutil.rmtree(partial)
-    model.save_pretrained(partial, safe_serialization=True)
-    tokenizer.save_pretrained(partial)
-    (partial / "training_losses.json").write_text(json.dumps(losses), encoding="utf-8")
-    recipe_file_partial = partial / "workbook_recipe.json"
-    recipe_file_partial.write_text(json.dumps(recipe), encoding="utf-8")
-    if cache_path.exists():
-        shutil.rmtree(cache_path)
-    partial.rename(cache_path)
+    save_trained(model, tokenizer, cache_path, {"training_losses.json": losses, "workbook_recipe.json": recipe})
     print(f"Trained the ticket classifier ({epochs} epochs on {len(train_tickets)} tickets) "
           f"and saved it to {cache_path}.")
     return model.eval(), tokenizer

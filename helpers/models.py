@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shutil
 from pathlib import Path
 
 from . import config
@@ -161,3 +162,21 @@ def load_embedder(name: str | None = None, device: str | None = None):
 def embedder_source(name: str | None = None) -> str:
     """The folder or hub id of the embedder's underlying transformer (for fine-tuning it)."""
     return resolve_embedder(name)
+
+
+def save_trained(model, tokenizer, path: Path, sidecars: dict[str, object]) -> None:
+    """Save a trained model, its tokenizer and JSON ``sidecars`` (file name -> value) to ``path``, atomically.
+
+    Everything is written to ``<path>.partial`` first and renamed at the end, so an interrupted
+    save never leaves a folder that looks complete to the next load.
+    """
+    partial = path.with_name(path.name + ".partial")
+    if partial.exists():
+        shutil.rmtree(partial)
+    model.save_pretrained(partial, safe_serialization=True)
+    tokenizer.save_pretrained(partial)
+    for name, value in sidecars.items():
+        (partial / name).write_text(json.dumps(value), encoding="utf-8")
+    if path.exists():
+        shutil.rmtree(path)
+    partial.rename(path)

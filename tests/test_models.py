@@ -46,3 +46,26 @@ def test_bundled_embedder_gives_384_dimensions():
     vectors = embedder.encode(["reset my password", "forgot my password"], normalize_embeddings=True)
     assert vectors.shape == (2, 384)
     assert float(vectors[0] @ vectors[1]) > 0.6
+
+
+def test_save_trained_replaces_the_folder_only_when_everything_is_written(tmp_path):
+    import json
+
+    from helpers.models import save_trained
+
+    class Saves:
+        def __init__(self, name):
+            self.name = name
+
+        def save_pretrained(self, folder, **_):
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / self.name).write_text("x")
+
+    target = tmp_path / "model"
+    target.mkdir()
+    (target / "stale.bin").write_text("old")
+    (tmp_path / "model.partial").mkdir()  # left over from an interrupted save
+    save_trained(Saves("weights.safetensors"), Saves("tokenizer.json"), target, {"info.json": {"epochs": 2}})
+    assert sorted(p.name for p in target.iterdir()) == ["info.json", "tokenizer.json", "weights.safetensors"]
+    assert json.loads((target / "info.json").read_text()) == {"epochs": 2}
+    assert not (tmp_path / "model.partial").exists()
